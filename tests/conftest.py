@@ -1,0 +1,26 @@
+"""Shared pytest fixtures. Real data lives in ../shared/data (never in the repo); tests needing it skip
+outside CI and fail inside CI (CI=true) when it is missing."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get('CI', '').lower() == 'true'
+
+
+def need(path_or_none, what: str):
+    "Skip (outside CI) or fail (in CI) when a required resource is missing."
+    if path_or_none is None or not Path(path_or_none).exists():
+        msg = f"{what} not available"
+        if IN_CI: pytest.fail(msg + " (required when CI=true)")
+        pytest.skip(msg)
+    return Path(path_or_none)
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+    from reprod.core import shared_data_dir
+    return need(shared_data_dir(), '../shared/data')
+

@@ -1,0 +1,70 @@
+"""Install checks: dependency lists agree, the wheel holds the runtime package only, and it imports on its own."""
+import configparser, re, subprocess, sys, venv, zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _names(reqs):
+    return {re.split(r'[<>=!~\[ ]', r, 1)[0].lower().replace('_', '-') for r in reqs if r and not r.startswith('-')}
+
+
+def _settings():
+    cfg = configparser.ConfigParser(); cfg.read(ROOT/'settings.ini')
+    d = cfg['DEFAULT']
+    return d['requirements'].split(), d['dev_requirements'].split()
+
+
+def test_environment_yml_lists_settings_requirements():
+    req, dev = _settings()
+    env = yaml.safe_load((ROOT/'environment.yml').read_text())
+    pip = next(d['pip'] for d in env['dependencies'] if isinstance(d, dict) and 'pip' in d)
+    assert _names(req) | _names(dev) <= _names(pip), sorted((_names(req) | _names(dev)) - _names(pip))
+    # and the pins are the same strings
+    assert set(req + dev) <= set(pip), sorted(set(req + dev) - set(pip))
+
+
+def test_runtime_requirements_cover_imports():
+    "Every third-party module imported by reprod/ is a runtime requirement (not only a dev one)."
+    req, dev = _settings()
+    alias = {'PIL': 'pillow', 'sklearn': 'scikit-learn', 'ot': 'pot', 'yaml': 'pyyaml'}
+    provided_by_deps = {'fastcore', 'huggingface-hub', 'pyyaml', 'nbformat', 'ipython', 'tokenizers'}
+    stdlib = set(sys.stdlib_module_names)
+    mods = set()
+    for f in (ROOT/'reprod').rglob('*.py'):
+        for m in re.findall(r'^\s*(?:from|import)\s+([A-Za-z_][\w]*)', f.read_text(), re.M):
+            mods.add(m)
+    third = {alias.get(m, m).lower().replace('_', '-') for m in mods if m not in stdlib and m not in ('reprod', '__future__')}
+    missing = third - _names(req) - provided_by_deps
+    assert not missing, f"imported by reprod but not in settings.ini requirements: {sorted(missing)}"
+    assert not _names(dev) & {'torch', 'timm'}, "dev extras should not repeat runtime deps"
+
+
+def test_wheel_builds_and_imports_in_clean_env(tmp_path):
+    "Build the wheel; its metadata names runtime deps only; installed alone into a fresh venv it imports."
+    out = subprocess.run([sys.executable, '-m', 'build', '--wheel', '--no-isolation', '--outdir', str(tmp_path/'dist'), str(ROOT)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    whl = next((tmp_path/'dist').glob('reprod-*.whl'))
+    with zipfile.ZipFile(whl) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith('METADATA'))).decode()
+    assert 'reprod/vfpt.py' in names and 'reprod/core.py' in names and not any(n.startswith(('nbs/', 'tests/')) for n in names)
+    runtime = [l for l in meta.splitlines() if l.startswith('Requires-Dist:') and 'extra ==' not in l]
+    assert any('torch' in l for l in runtime) and not any('nbdev' in l for l in runtime)
+    assert any('nbdev' in l and 'extra == "dev"' in l for l in meta.splitlines())
+    # a fresh venv: the wheel installed without the checkout on the path; third-party deps borrowed read-only
+    env = tmp_path/'venv'; venv.create(env, with_pip=True)
+    py = env/'bin'/'python'
+    site = subprocess.run([str(py), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], capture_output=True, text=True).stdout.strip()
+    deps = [p for p in sys.path if p.endswith('site-packages')]
+    Path(site, '_deps.pth').write_text('\n'.join(deps) + '\n')
+    r = subprocess.run([str(py), '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', str(whl)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    code = "import reprod, reprod.vfpt, reprod.engine, reprod.data.vtab; print(reprod.__file__, reprod.__version__)"
+    r = subprocess.run([str(py), '-I', '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert str(env) in r.stdout, r.stdout      # imported from the wheel, not from the checkout
