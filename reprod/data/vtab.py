@@ -75,6 +75,10 @@ def task_dir(data_root: str | Path, task: str | None = None) -> Path:
         cands.append(root/task)
     for c in cands:
         if (c/'train800.txt').exists(): return c
+    if task:   # neither a VTAB-1k name nor an existing custom folder: say so
+        try: get_task(task)
+        except ValueError as e:
+            raise ValueError(f"{e}; or a custom task folder {str(root/task)!r} holding train800.txt (none found)") from None
     raise FileNotFoundError(f"data_root={str(data_root)!r}: no VTAB-1k split lists for task {task!r}; expected "
                             f"{(cands[0] if cands else root)/'train800.txt'} (and val200.txt, train800val200.txt, test.txt)")
 
