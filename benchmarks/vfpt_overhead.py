@@ -4,7 +4,8 @@
     python benchmarks/vfpt_overhead.py --backbone vit_base_patch16_224 --batch 64 --device cuda   # the paper's setting
 
 Both methods go through `reprod.engine.fit` (bf16 autocast + torch.compile on CUDA), on the same cached-tensor loader,
-alternating methods over several repeats; the median seconds per optimiser step are compared.
+alternating methods over several repeats. The ratio uses each method's fastest repeat (as `timeit` advises: slower
+repeats measure interference from other processes, not the code); the ratio of medians is printed beside it.
 """
 import argparse, statistics, sys
 
@@ -30,7 +31,7 @@ def main(argv=None):
     ap.add_argument('--batch', type=int, default=16); ap.add_argument('--tokens', type=int, default=10)
     ap.add_argument('--alpha', type=float, default=1.0, help='VFPT Fourier percentage (1.0 = every prompt transformed: worst case)')
     ap.add_argument('--steps', type=int, default=10); ap.add_argument('--warmup', type=int, default=3)
-    ap.add_argument('--repeats', type=int, default=3); ap.add_argument('--device', default='auto')
+    ap.add_argument('--repeats', type=int, default=5); ap.add_argument('--device', default='auto')
     args = ap.parse_args(argv)
     dev = core.get_device(args.device)
     n = args.batch * max(args.steps, args.warmup)
@@ -41,11 +42,12 @@ def main(argv=None):
         for m in (times if r % 2 == 0 else reversed(list(times))):
             times[m].append(step_time(m, args, dev, loader))
     med = {m: statistics.median(t) for m, t in times.items()}
+    best = {m: min(t) for m, t in times.items()}
     dn = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
     print(f"device {dn} | backbone {args.backbone} | batch {args.batch} | L={args.tokens} alpha={args.alpha}")
-    for m, t in times.items(): print(f"  {m:9s} s/step median {med[m]:.4f}  (runs: {', '.join(f'{v:.4f}' for v in t)})")
-    ratio = med['vfpt'] / med['vpt-deep']
-    print(f"VFPT / VPT-deep train-step time ratio: {ratio:.3f} (target <= 1.03)")
+    for m, t in times.items(): print(f"  {m:9s} s/step best {best[m]:.4f} median {med[m]:.4f}  (runs: {', '.join(f'{v:.4f}' for v in t)})")
+    ratio = best['vfpt'] / best['vpt-deep']
+    print(f"VFPT / VPT-deep train-step time ratio: {ratio:.3f} (target <= 1.03; ratio of medians {med['vfpt'] / med['vpt-deep']:.3f})")
     return ratio
 
 
