@@ -15,7 +15,7 @@ import torch
 from .core import atomic_write_bytes
 
 # %% auto #0
-__all__ = ['save_figure', 'plot_history', 'plot_prompt_spectrum']
+__all__ = ['save_figure', 'plot_history', 'plot_prompt_spectrum', 'plot_alpha_curves', 'plot_alpha_length_heatmap']
 
 # %% ../nbs/09_figures.ipynb #65095226
 def save_figure(fig, path: str | Path, formats: tuple = ('png', 'pdf'), dpi: int = 120) -> list[Path]:
@@ -67,3 +67,39 @@ def plot_prompt_spectrum(model, layer: int = 0, title: str = ''):
     fig.colorbar(im, ax=a2)
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
+
+# %% ../nbs/09_figures.ipynb #28fba896
+def _mean_over_seeds(df, keys, metric):
+    d = df[(df['status'] == 'done')] if 'status' in df else df
+    if metric not in d or not len(d): raise ValueError(f"no finished runs with metric {metric!r} to plot")
+    return d.groupby(keys)[metric].mean().reset_index()
+
+def plot_alpha_curves(runs, metric: str = 'test/top1', paper=None, title: str = ''):
+    "Accuracy vs Fourier percentage per task (VFPT Fig. 2), averaged over seeds and any other swept parameter; `paper`: optional DataFrame(task, fourier_percentage, value)."
+    m = _mean_over_seeds(runs, ['task', 'fourier_percentage'], metric)
+    tasks = list(dict.fromkeys(m['task']))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.8), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        d = m[m['task'] == t].sort_values('fourier_percentage')
+        x, y = 100 * d['fourier_percentage'].to_numpy(), d[metric].to_numpy()
+        ax.plot(x, y, 'o-', label='ours'); ax.plot(x[y.argmax()], y.max(), 'o', ms=13, mfc='none', mec='C3', label='best α')
+        if paper is not None and len(pp := paper[paper['task'] == t].sort_values('fourier_percentage')):
+            ax.plot(100 * pp['fourier_percentage'], pp['value'], 's--', color='gray', label='paper')
+        ax.set(title=t, xlabel='Fourier percentage (%)', xticks=x); ax.grid(alpha=.3)
+    axes[0][0].set_ylabel(metric); axes[0][0].legend(fontsize=7)
+    if title: fig.suptitle(title)
+    fig.tight_layout(); return fig
+
+def plot_alpha_length_heatmap(runs, task: str | None = None, metric: str = 'test/top1', title: str = ''):
+    "Accuracy over Fourier percentage × prompt length for one task (VFPT Fig. S1), cells annotated."
+    d = runs[runs['task'] == (task or runs['task'].iloc[0])]
+    m = _mean_over_seeds(d, ['fourier_percentage', 'num_tokens'], metric).pivot(index='fourier_percentage', columns='num_tokens', values=metric)
+    fig, ax = plt.subplots(figsize=(1.2 * m.shape[1] + 2, 1.0 * m.shape[0] + 1.2))
+    im = ax.imshow(m.to_numpy(), cmap='viridis', aspect='auto')
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m.iat[i, j] == m.iat[i, j]: ax.text(j, i, f'{m.iat[i, j]:.1f}', ha='center', va='center', color='w', fontsize=8)
+    ax.set(xticks=range(m.shape[1]), xticklabels=[int(v) for v in m.columns], yticks=range(m.shape[0]),
+           yticklabels=[f'{100 * v:g}' for v in m.index], xlabel='prompt length L', ylabel='Fourier percentage (%)',
+           title=title or f"{task or runs['task'].iloc[0]}: {metric}")
+    fig.colorbar(im, ax=ax); fig.tight_layout(); return fig

@@ -24,3 +24,11 @@ def shared_data():
     from reprod.core import shared_data_dir
     return need(shared_data_dir(), '../shared/data')
 
+
+
+@pytest.fixture(scope='session')
+def eurosat_vtab(shared_data, tmp_path_factory):
+    "VTAB-1k EuroSAT generated once per session from ../shared/data: (data_root, task folder)."
+    from reprod.data import vtab
+    root = tmp_path_factory.mktemp('vtab')
+    return root, vtab.make_vtab_layout(shared_data/'eurosat_rgb.tar', root/'eurosat', seed=0)

@@ -60,15 +60,15 @@ def test_cli_tasks_lists_vtab(capsys):
     assert 'eurosat' in out and 'smallnorb_ele' in out and out.count('\n') >= 19
 
 
-def test_real_eurosat_vtab1k_run_beats_chance(shared_data, tmp_path, monkeypatch):
+def test_real_eurosat_vtab1k_run_beats_chance(eurosat_vtab, tmp_path, monkeypatch):
     "VTAB-1k EuroSAT generated from ../shared/data, a small random ViT, a few epochs: clearly above the 10% chance level."
     from reprod import core, engine, vfpt
     from reprod.data import vtab
     monkeypatch.setenv('REPROD_CACHE', str(tmp_path/'cache'))
-    tdir = vtab.make_vtab_layout(shared_data/'eurosat_rgb.tar', tmp_path/'eurosat', seed=0)
+    root, tdir = eurosat_vtab
     assert [len(vtab.read_split(tdir, s)) for s in vtab.SPLITS] == [800, 200, 1000, 5400]
     core.seed_everything(0)
-    data = vtab.load_vtab('eurosat', tmp_path, protocol='final', image_size=64, batch_size=64, eval_batch_size=500)
+    data = vtab.load_vtab('eurosat', root, protocol='final', image_size=64, batch_size=64, eval_batch_size=500)
     model = vfpt.get_vfpt_model(vfpt.create_backbone('vit_tiny_patch16_224', img_size=64),
                                 vfpt.method_config('vfpt', data.num_classes, num_tokens=10, fourier_percentage=0.3))
     res = engine.fit(model, data.train, vfpt.vtab_recipe(1.0, 0.0, epochs=8), data.eval, progress=False)

@@ -93,7 +93,8 @@ def load_fgvc(task: str, data_root: str | Path, protocol: str = 'final', image_s
     tr = FGVCDataset(tdir, 'train', fgvc_transforms(True, image_size, resize))
     ev_split = 'val' if protocol == 'tune' else 'test'
     ev = FGVCDataset(tdir, ev_split, fgvc_transforms(False, image_size, resize))
-    if max_eval: ev = torch.utils.data.Subset(ev, range(min(max_eval, len(ev))))
+    if max_eval:   # a fixed random subset, not a prefix (split files are often sorted by class)
+        ev = torch.utils.data.Subset(ev, torch.randperm(len(ev), generator=torch.Generator().manual_seed(0))[:max_eval].sort().values.tolist())
     labels = [y for _, y in tr.items]
     nc = num_classes or (FGVC_TASKS[task][0] if task in FGVC_TASKS else max(labels) + 1)
     g = torch.Generator().manual_seed(seed)

@@ -221,7 +221,9 @@ def load_vtab(task: str, data_root: str | Path, protocol: str = 'final', image_s
     tr, ev = PROTOCOLS[protocol]
     xtr, ytr = load_split_tensors(tdir, tr, image_size)
     xev, yev = load_split_tensors(tdir, ev, image_size)
-    if max_eval: xev, yev = xev[:max_eval], yev[:max_eval]
+    if max_eval:   # a fixed random subset: the lists are sorted by class, so a prefix would hold one or two classes
+        keep = torch.randperm(len(yev), generator=torch.Generator().manual_seed(0))[:max_eval].sort().values
+        xev, yev = xev[keep], yev[keep]
     try: known = get_task(task) if task else None
     except ValueError: known = None   # a custom task in the same layout
     nc = num_classes or (known.num_classes if known else int(max(ytr.max(), yev.max())) + 1)
