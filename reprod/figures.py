@@ -78,15 +78,18 @@ def plot_alpha_curves(runs, metric: str = 'test/top1', paper=None, title: str = 
     "Accuracy vs Fourier percentage per task (VFPT Fig. 2), averaged over seeds and any other swept parameter; `paper`: optional DataFrame(task, fourier_percentage, value)."
     m = _mean_over_seeds(runs, ['task', 'fourier_percentage'], metric)
     tasks = list(dict.fromkeys(m['task']))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.8), squeeze=False)
-    for ax, t in zip(axes[0], tasks):
+    nc = min(len(tasks), 3); nr = -(-len(tasks) // nc)
+    fig, axes = plt.subplots(nr, nc, figsize=(3.4 * nc, 2.8 * nr), squeeze=False)
+    for ax in axes.flat[len(tasks):]: ax.axis('off')
+    for ax, t in zip(axes.flat, tasks):
         d = m[m['task'] == t].sort_values('fourier_percentage')
         x, y = 100 * d['fourier_percentage'].to_numpy(), d[metric].to_numpy()
         ax.plot(x, y, 'o-', label='ours'); ax.plot(x[y.argmax()], y.max(), 'o', ms=13, mfc='none', mec='C3', label='best α')
         if paper is not None and len(pp := paper[paper['task'] == t].sort_values('fourier_percentage')):
             ax.plot(100 * pp['fourier_percentage'], pp['value'], 's--', color='gray', label='paper')
         ax.set(title=t, xlabel='Fourier percentage (%)', xticks=x); ax.grid(alpha=.3)
-    axes[0][0].set_ylabel(metric); axes[0][0].legend(fontsize=7)
+    for row in axes: row[0].set_ylabel(metric)
+    axes[0][0].legend(fontsize=7)
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
 

@@ -18,7 +18,7 @@ from .core import atomic_write_json, atomic_write_text, read_json
 # %% auto #0
 __all__ = ['PROTOCOLS', 'Run', 'run_status', 'Protocol', 'SelectThenFinal', 'Grid', 'Ablation', 'vfpt_vtab', 'vfpt_fgvc',
            'mept_superglue', 'pta_ablation', 'vfpt_alpha', 'execute_run', 'scan', 'save_protocol', 'load_protocol',
-           'run_sweep', 'status', 'collect']
+           'check_parameters', 'run_sweep', 'status', 'collect']
 
 # %% ../nbs/08_sweep.ipynb #f82a737c
 def _slug(v) -> str:
@@ -157,10 +157,11 @@ def mept_superglue(tasks, params=None, seeds=(42, 43, 44), metric='test/score'):
     "MEPT on SuperGLUE: every task × seed (the spec's recipe fixes the hyper-parameters)."
     return Grid('mept_superglue', dict(params or {}), tuple(seeds), metric, ('mept', 'superglue', 'MEPT'), {'task': list(tasks)})
 
-def pta_ablation(params=None, factors=None, seeds=(42,), metric='kd_loss_after'):
-    "PTA-LLM ablations, one factor at a time: λ, top-k, Sinkhorn reg, sources, MinCE/AvgCE."
+def pta_ablation(params=None, factors=None, seeds=(42,), metric='after/clm'):
+    "PTA-LLM ablations, one factor at a time: λ, top-k, Sinkhorn reg, sources, MinCE/AvgCE; reports the target's CLM loss after training."
     factors = factors or {'lam': [0.7, 0.8, 0.9], 'top_k': [5, 10], 'reg': [0.01, 1 / 30, 0.1], 'fusion': ['minCE', 'avgCE']}
-    return Ablation('pta_fusion', dict(params or {}), tuple(seeds), metric, None, factors)
+    base = {'lam': 0.8, 'top_k': 10, 'reg': 1 / 30, 'fusion': 'minCE', **(params or {})}   # the paper's setting is the centre
+    return Ablation('pta_fusion', base, tuple(seeds), metric, None, factors)
 
 def vfpt_alpha(tasks, params=None, alphas=(0.0, 0.3, 0.5, 0.7, 1.0), lengths=None, seeds=(42,)):
     "VFPT Fig. 2 / Fig. S1: final-protocol runs over Fourier percentage (× prompt length) per task at the lr/wd in `params`."
@@ -208,6 +209,14 @@ def load_protocol(run_dir) -> Protocol:
     if spec['protocol'] not in PROTOCOLS: raise ValueError(f"unknown protocol {spec['protocol']!r} in {p}; known: {list(PROTOCOLS)}")
     return PROTOCOLS[spec['protocol']](**spec['kwargs'])
 
+def check_parameters(proto: Protocol) -> None:
+    "Fail before anything is written when the protocol would pass a parameter its notebook does not declare."
+    from reprod.cli import notebook_path, notebook_parameters
+    declared = notebook_parameters(notebook_path(proto.notebook))
+    given = {k for r in proto.plan({}) for k in r.params} | set(proto.params)
+    if bad := sorted(given - set(declared)):
+        raise ValueError(f"unknown parameter(s) {bad} for notebook {proto.notebook!r}; it declares: {', '.join(declared)}")
+
 def _devices(devices, workers):
     if devices in (None, 'cpu'): return [None] * max(1, workers)
     if devices in ('cuda', 'gpu', 'all'):
@@ -229,9 +238,12 @@ def _run_round(todo, run_dir, slots, slurm, progress, desc):
         dev = free.get()
         try: return execute_run(r, run_dir, dev)
         finally: free.put(dev)
-    with ThreadPoolExecutor(len(slots)) as ex:
-        futs = [ex.submit(one, r) for r in todo]
-        return [f.result() for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=not progress)]
+    ex = ThreadPoolExecutor(len(slots))
+    futs = [ex.submit(one, r) for r in todo]
+    try: return [f.result() for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=not progress)]
+    except KeyboardInterrupt:   # Ctrl-C: drop the queued runs; running ones stay unfinished and rerun on resume
+        ex.shutdown(wait=False, cancel_futures=True); raise
+    finally: ex.shutdown(wait=False)
 
 def run_sweep(run_dir: str | Path, protocol: str | None = None, workers: int = 1, devices=None, slurm: dict | None = None,
               progress: bool = True, **kwargs) -> pd.DataFrame:
@@ -240,6 +252,7 @@ def run_sweep(run_dir: str | Path, protocol: str | None = None, workers: int = 1
     if protocol is not None:
         if protocol not in PROTOCOLS: raise ValueError(f"protocol={protocol!r}: expected one of {list(PROTOCOLS)}")
         proto = PROTOCOLS[protocol](**kwargs)   # validates the arguments before they are recorded
+        check_parameters(proto)
         if isinstance(proto, SelectThenFinal) and 'paper_settings' in PROTOCOLS[protocol].__code__.co_varnames:
             # freeze the paper's per-task settings into the record: run ids must not change if reprod.paper does
             kwargs = {**kwargs, 'task_params': proto.task_params, 'paper_settings': False}
@@ -267,7 +280,7 @@ def status(run_dir) -> pd.DataFrame:
 
 def _markdown(df: pd.DataFrame) -> str:
     "A GitHub table without the optional `tabulate` dependency."
-    fmt = lambda v: '' if v is None or (isinstance(v, float) and v != v) else (f'{v:.2f}' if isinstance(v, float) else str(v))
+    fmt = lambda v: '' if v is None or (isinstance(v, float) and v != v) else (f'{v:.4g}' if isinstance(v, float) else str(v))
     lines = ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)]
     return '\n'.join(lines + ['| ' + ' | '.join(fmt(v).replace('|', '/') for v in row) + ' |' for row in df.itertuples(index=False)]) + '\n'
 
