@@ -58,6 +58,7 @@ class Protocol:
     seeds: Sequence[int] = (42,)
     metric: str = 'test/top1'                        # what `summarize` reports
     paper: tuple | None = None                       # (paper, benchmark, method) for reprod.paper.compare
+    scale: float = 1.0                               # ours × scale is in the paper's units (MEPT: fractions → %)
     def plan(self, results: dict) -> list[Run]: raise NotImplementedError
     def summarize(self, df: pd.DataFrame) -> pd.DataFrame:
         "Mean ± std of `metric` over finished runs of the last stage, per task."
@@ -143,30 +144,30 @@ def vfpt_vtab(tasks, params=None, seeds=(42, 44, 82, 100, 800), lrs=None, wds=No
     tp = _vfpt_task_params(tasks, 'vtab') if paper_settings and params['method'] == 'vfpt' else {}
     for t, o in (task_params or {}).items(): tp[t] = {**tp.get(t, {}), **o}
     return SelectThenFinal('vfpt_vtab', {**params, 'benchmark': 'vtab'}, tuple(seeds), 'test/top1', ('vfpt', 'vtab', 'VFPT'),
-                           tuple(tasks), tuple(lrs or LR_GRID), tuple(wds or WD_GRID), tp, 'val200/top1')
+                           tasks=tuple(tasks), lrs=tuple(lrs or LR_GRID), wds=tuple(wds or WD_GRID), task_params=tp, tune_metric='val200/top1')
 
 def vfpt_fgvc(tasks, params=None, seeds=(42, 44, 82), lrs=None, wds=None, task_params=None):
     "VFPT on FGVC: lr (no 0.05) × wd grid on train/val, best val top-1, then train/test per seed."
     from reprod.vfpt import LR_GRID, WD_GRID
     params = {'method': 'vfpt', **(params or {})}
     return SelectThenFinal('vfpt_vtab', {**params, 'benchmark': 'fgvc'}, tuple(seeds), 'test/top1', ('vfpt', 'fgvc', 'VFPT'),
-                           tuple(tasks), tuple(lrs or [l for l in LR_GRID if l != 0.05]), tuple(wds or WD_GRID),
-                           dict(task_params or {}), 'val/top1')
+                           tasks=tuple(tasks), lrs=tuple(lrs or [l for l in LR_GRID if l != 0.05]), wds=tuple(wds or WD_GRID),
+                           task_params=dict(task_params or {}), tune_metric='val/top1')
 
 def mept_superglue(tasks, params=None, seeds=(42, 43, 44), metric='test/score'):
     "MEPT on SuperGLUE: every task × seed (the spec's recipe fixes the hyper-parameters)."
-    return Grid('mept_superglue', dict(params or {}), tuple(seeds), metric, ('mept', 'superglue', 'MEPT'), {'task': list(tasks)})
+    return Grid('mept_superglue', dict(params or {}), tuple(seeds), metric, ('mept', 'superglue', 'MEPT'), scale=100.0, grid={'task': list(tasks)})
 
 def pta_ablation(params=None, factors=None, seeds=(42,), metric='after/clm'):
     "PTA-LLM ablations, one factor at a time: λ, top-k, Sinkhorn reg, sources, MinCE/AvgCE; reports the target's CLM loss after training."
     factors = factors or {'lam': [0.7, 0.8, 0.9], 'top_k': [5, 10], 'reg': [0.01, 1 / 30, 0.1], 'fusion': ['minCE', 'avgCE']}
     base = {'lam': 0.8, 'top_k': 10, 'reg': 1 / 30, 'fusion': 'minCE', **(params or {})}   # the paper's setting is the centre
-    return Ablation('pta_fusion', base, tuple(seeds), metric, None, factors)
+    return Ablation('pta_fusion', base, tuple(seeds), metric, factors=factors)
 
 def vfpt_alpha(tasks, params=None, alphas=(0.0, 0.3, 0.5, 0.7, 1.0), lengths=None, seeds=(42,)):
     "VFPT Fig. 2 / Fig. S1: final-protocol runs over Fourier percentage (× prompt length) per task at the lr/wd in `params`."
     grid = {'task': list(tasks), 'fourier_percentage': list(alphas), **({'num_tokens': list(lengths)} if lengths else {})}
-    return Grid('vfpt_vtab', {'method': 'vfpt', 'protocol': 'final', **(params or {})}, tuple(seeds), 'test/top1', None, grid)
+    return Grid('vfpt_vtab', {'method': 'vfpt', 'protocol': 'final', **(params or {})}, tuple(seeds), 'test/top1', grid=grid)
 
 PROTOCOLS = {'vfpt-vtab': vfpt_vtab, 'vfpt-fgvc': vfpt_fgvc, 'vfpt-alpha': vfpt_alpha, 'mept-superglue': mept_superglue,
              'pta-ablation': pta_ablation}
@@ -291,7 +292,7 @@ def collect(run_dir, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     if proto.paper is not None and len(summ):
         from reprod import paper
         last = runs[(runs.status == 'done') & (runs.stage == runs.stage.iloc[-1])]
-        ours = {t: list(last[last.task == t][proto.metric]) for t in summ.task}
+        ours = {t: list(proto.scale * last[last.task == t][proto.metric]) for t in summ.task}
         def known(t):
             try: paper.canonical_task(t, *proto.paper[:2]); return True
             except ValueError: return False   # a custom task: no paper number
