@@ -45,3 +45,15 @@ def test_jupyterlab_has_the_python3_kernel():
     assert exe, 'jupyter not installed in this environment'
     r = subprocess.run([exe, 'lab', '--version'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip()[0].isdigit(), r.stderr
+
+
+@pytest.mark.parametrize('name', experiment_notebooks())
+def test_experiment_notebooks_are_skipped_by_nbdev_test(name):
+    "nbdev_test must skip experiment notebooks (pytest runs them through papermill into temp dirs): their frontmatter says so."
+    from execnb.nbio import read_nb
+    from nbdev.frontmatter import FrontmatterProc
+    from nbdev.process import NBProcessor
+    path = notebook_path(name)
+    nb = read_nb(path)
+    NBProcessor(path, procs=FrontmatterProc, nb=nb).process()
+    assert str(getattr(nb, 'frontmatter_', {}).get('skip_exec')).lower() == 'true', f'{name}: frontmatter lacks skip_exec: true'
