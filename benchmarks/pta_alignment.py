@@ -4,9 +4,9 @@
     python benchmarks/pta_alignment.py --docs 4 --ref-docs 2 --synthetic   # random top-10 instead of running the two models
     python benchmarks/pta_alignment.py --device cuda        # OT on the GPU
 
-The reference (`ref_align_doc`) is written from the spec's description of the official per-position loop (spec §3.4-3.6):
+The reference (`ref_align_doc`) is written from a description of the released per-position loop:
 Python DTW over a Python list matrix with one compiled edit-distance call per cell (as the official code calls `editdistance`),
-Python loops over positions, and the repo's Sinkhorn on 10x10 numpy arrays. `reprod` runs `AlignConfig.faithful()` so both
+Python loops over positions, and the repo's Sinkhorn on 10x10 numpy arrays. `reprod` runs `AlignConfig(faithful=True)` so both
 compute the same thing; every position's {target id: value} must agree (ids exactly, values to 1e-9 relative).
 Also reported: the default (paper-intent) configuration's throughput and the memory of the teacher tensors per sequence:
 dense [T, V] (as the official collator builds) vs sparse [T, K] ids + probs.
@@ -22,7 +22,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Plain reference (spec §3.4-3.6), written from the spec's description; also used by tests/test_pta_align.py
+# Plain reference of the released algorithm, written from its description (not its code); also used by tests/test_pta_align.py
 # ----------------------------------------------------------------------------------------------------------------------
 def ref_dtw(src, tgt, dist):
     "Official-style DTW: full matrix with inf borders, backtrack taking argmin over (diag, source-1, target-1), first on ties."
@@ -48,7 +48,7 @@ def ref_dtw(src, tgt, dist):
 
 
 def ref_sinkhorn(M, r, c, lam, eps):
-    "The repo's loop (spec §3.6), numpy on one problem, with a large safety cap."
+    "The released Sinkhorn loop, numpy on one problem, with a large safety cap."
     P = np.exp(-lam * M); P /= P.sum(); u = np.zeros(len(r))
     it = 0
     while np.max(np.abs(u - P.sum(1))) > eps and it < 10_000:
@@ -107,10 +107,8 @@ def compare(ours, ref, rtol=1e-9):
 
 # ----------------------------------------------------------------------------------------------------------------------
 def load_tokenizer(name):
-    from transformers import AutoTokenizer
-    from reprod.pta.logits import gguf_location
-    folder, file = gguf_location(name)
-    return AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    from reprod.models import load_tokenizer as _load
+    return _load(name)
 
 
 def make_docs(src_tok, tgt_tok, text, n_docs, length):
@@ -132,7 +130,6 @@ def topk_rows(name, seqs, k, synthetic, seed):
     rows = []
     if synthetic:
         g = torch.Generator().manual_seed(seed)
-        from reprod.pta.logits import load_causal_lm  # noqa: F401  (only for symmetry)
         for s in seqs:
             V = {'smollm2': 49152, 'gemma3': 262144}[name]
             L = len(s)
@@ -143,8 +140,9 @@ def topk_rows(name, seqs, k, synthetic, seed):
             logits = torch.sort(torch.randn(L, k, generator=g) * 3, 1, descending=True).values
             rows.append(TopKRow(torch.tensor(s), top, logits, 0.))
         return rows
-    from reprod.pta.logits import load_causal_lm, topk_forward
-    model, tok = load_causal_lm(name)
+    from reprod.models import create_lm
+    from reprod.pta.logits import topk_forward
+    model, tok = create_lm(name)
     for s in seqs:
         o = topk_forward(model, [s], k=k)[0]
         rows.append(TopKRow(torch.tensor(s), o['topk_ids'].long(), o['topk_logits'].float(), o['ce']))

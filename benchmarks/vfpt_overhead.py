@@ -7,17 +7,17 @@ Both methods go through `reprod.engine.fit` (bf16 autocast + torch.compile on CU
 alternating methods over several repeats. The ratio uses each method's fastest repeat (as `timeit` advises: slower
 repeats measure interference from other processes, not the code); the ratio of medians is printed beside it.
 """
-import argparse, statistics, sys
+import argparse, statistics
 
 import torch
 
-from reprod import core, engine, vfpt
-from reprod.data.vtab import TensorLoader
+from reprod import core, engine, models, vfpt
+from reprod.data.images import TensorLoader
 
 
 def step_time(method, args, dev, loader):
     core.seed_everything(0)
-    model = vfpt.get_vfpt_model(vfpt.create_backbone(args.backbone, img_size=args.img),
+    model = vfpt.get_vfpt_model(models.create_backbone(args.backbone, img_size=args.img),
                                 vfpt.method_config(method, 10, args.tokens, args.alpha))
     recipe = vfpt.vtab_recipe(0.1, 0.001, epochs=1, batch_size=args.batch)
     engine.fit(model, loader, engine.Recipe(**{**recipe.__dict__, 'max_steps': args.warmup}), device=dev, progress=False)  # warm-up / compile
@@ -37,7 +37,7 @@ def main(argv=None):
     n = args.batch * max(args.steps, args.warmup)
     x = torch.randint(0, 256, (n, 3, args.img, args.img), dtype=torch.uint8); y = torch.randint(0, 10, (n,))
     loader = TensorLoader(x, y, args.batch, shuffle=True, device=dev if dev.type == 'cuda' else 'cpu')
-    times = {'vpt-deep': [], 'vfpt': []}
+    times = {'vpt_deep': [], 'vfpt': []}
     for r in range(args.repeats):
         for m in (times if r % 2 == 0 else reversed(list(times))):
             times[m].append(step_time(m, args, dev, loader))
@@ -46,8 +46,8 @@ def main(argv=None):
     dn = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
     print(f"device {dn} | backbone {args.backbone} | batch {args.batch} | L={args.tokens} alpha={args.alpha}")
     for m, t in times.items(): print(f"  {m:9s} s/step best {best[m]:.4f} median {med[m]:.4f}  (runs: {', '.join(f'{v:.4f}' for v in t)})")
-    ratio = best['vfpt'] / best['vpt-deep']
-    print(f"VFPT / VPT-deep train-step time ratio: {ratio:.3f} (target <= 1.03; ratio of medians {med['vfpt'] / med['vpt-deep']:.3f})")
+    ratio = best['vfpt'] / best['vpt_deep']
+    print(f"VFPT / VPT-deep train-step time ratio: {ratio:.3f} (target <= 1.03; ratio of medians {med['vfpt'] / med['vpt_deep']:.3f})")
     return ratio
 
 

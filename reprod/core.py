@@ -4,8 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #ec900aa1
 from __future__ import annotations
-import dataclasses, datetime, json, os, platform, random, socket, subprocess, sys, tempfile, time
-from contextlib import contextmanager
+import ast, dataclasses, datetime, json, os, platform, random, socket, subprocess, tempfile, time, warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'atomic_write_bytes', 'atomic_write_text', 'to_jsonable', 'atomic_write_json',
-           'read_json', 'git_commit', 'env_info', 'write_record', 'Timer', 'shared_data_dir']
+__all__ = ['PROGRESS_MODES', 'seed_everything', 'get_device', 'atomic_write_bytes', 'atomic_write_text', 'to_jsonable',
+           'atomic_write_json', 'read_json', 'git_commit', 'env_info', 'write_record', 'Timer', 'shared_data_dir',
+           'cache_root', 'parse_value', 'parse_params', 'resolve_name', 'check_int', 'eval_subset', 'progress_mode']
 
 # %% ../nbs/00_core.ipynb #09e979d4
 def seed_everything(seed: int, deterministic: bool = False) -> int:
@@ -153,3 +153,60 @@ def shared_data_dir(required: bool = False) -> Path | None:
             if cand.is_dir() and (cand/'README.md').exists(): return cand
     if required: raise FileNotFoundError("shared data folder not found: expected ../shared/data beside the checkout or $REPROD_SHARED_DATA")
     return None
+
+# %% ../nbs/00_core.ipynb #c4c4e002
+def cache_root() -> Path:
+    "The cache folder: `$REPROD_CACHE`, else `~/.cache/reprod` (safe to delete; rebuilt on demand)."
+    return Path(os.environ.get('REPROD_CACHE') or Path.home()/'.cache'/'reprod').expanduser()
+
+# %% ../nbs/00_core.ipynb #ab760432
+def parse_value(v: str):
+    "A Python literal when `v` is one (3, 0.5, True, None, [1, 2]); otherwise the string itself."
+    try: return ast.literal_eval(v)
+    except (ValueError, SyntaxError): return v
+
+def parse_params(args: list[str]) -> dict:
+    "Parse `key=value` and `-p key value` items into a parameter dict."
+    out, i = {}, 0
+    while i < len(args):
+        a = args[i]
+        if a in ('-p', '--parameter'):
+            if i + 2 >= len(args): raise ValueError(f"'{a}' needs two arguments: NAME VALUE")
+            out[args[i + 1]] = parse_value(args[i + 2]); i += 3; continue
+        if '=' not in a or a.startswith('='): raise ValueError(f"parameter {a!r}: expected key=value (e.g. task=eurosat)")
+        k, v = a.split('=', 1); out[k.strip()] = parse_value(v); i += 1
+    return out
+
+# %% ../nbs/00_core.ipynb #c4c4e006
+def resolve_name(value, choices, *, what: str, aliases: dict | None = None) -> str:
+    "The canonical spelling of `value` among `choices`; an old alias warns (FutureWarning) and maps; anything else is a ValueError."
+    if value in choices: return value
+    if aliases and value in aliases:
+        new = aliases[value]
+        warnings.warn(f"{what}={value!r} is an old spelling; use {what}={new!r}", FutureWarning, stacklevel=3)
+        return new
+    raise ValueError(f"{what}={value!r}: expected one of {', '.join(map(str, choices))}")
+
+# %% ../nbs/00_core.ipynb #c4c4e015
+def check_int(name: str, value, minimum: int = 1) -> int:
+    "`value` if it is an int >= `minimum` (bools are not ints here), else a ValueError naming `name`."
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}={value!r}: expected an int >= {minimum}")
+    return int(value)
+
+# %% ../nbs/00_core.ipynb #c4c4e009
+def eval_subset(n: int, max_eval: int | None, seed: int = 0) -> torch.Tensor:
+    "Sorted indices of a fixed random subset of `max_eval` of `n` evaluation items (all when `max_eval` is None)."
+    if max_eval is not None and (not isinstance(max_eval, int) or isinstance(max_eval, bool) or max_eval < 1):
+        raise ValueError(f"max_eval={max_eval!r}: expected None or an int >= 1")
+    if not max_eval or max_eval >= n: return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_eval].sort().values
+
+# %% ../nbs/00_core.ipynb #c4c4e012
+PROGRESS_MODES = ('bar', 'log', 'off')
+
+def progress_mode(progress: bool = True) -> str:
+    "'bar', 'log' or 'off': `REPROD_PROGRESS` (default 'bar'), and 'off' whenever the caller passes `progress=False`."
+    mode = os.environ.get('REPROD_PROGRESS', 'bar') or 'bar'
+    if mode not in PROGRESS_MODES: raise ValueError(f"REPROD_PROGRESS={mode!r}: expected one of {PROGRESS_MODES}")
+    return mode if progress else 'off'

@@ -70,7 +70,7 @@ def _df(rows) -> pd.DataFrame:
     return df
 
 # %% ../nbs/01_paper.ipynb #a425b2a5
-_SRC_S = 'VFPT Tables S1–S3 (spec vfpt.md §4.2)'
+_SRC_S = 'VFPT Tables S1–S3'
 _VFPT_NAT = """
 Full | 68.9 | 87.7 | 64.3 | 97.2 | 86.9 | 87.4 | 38.8 | 75.88
 Linear | 63.4 | 85.0 | 63.2 | 97.0 | 86.3 | 36.6 | 51.0 | 68.93
@@ -127,7 +127,7 @@ VFPT | 75.8±0.94 | 63.2±0.51 | 48.3±0.93 | 79.3±0.38 | 81.5±1.06 | 56.0±0.
 """
 
 # %% ../nbs/01_paper.ipynb #90a56415
-_SRC_T1 = 'VFPT Table 1 (spec vfpt.md §4.1)'
+_SRC_T1 = 'VFPT Table 1'
 _VFPT_T1 = """
 Full | 100.00 | 88.54 | 75.88 | 83.36 | 47.64 | 65.57
 Linear | 0.08 | 79.32 | 68.93 | 77.16 | 26.84 | 52.94
@@ -177,7 +177,7 @@ def _vfpt_vtab():
     return pd.concat([df, _df(over)], ignore_index=True)
 
 # %% ../nbs/01_paper.ipynb #27461f8b
-_SRC_S4 = 'VFPT Table S4 (spec vfpt.md §4.3)'
+_SRC_S4 = 'VFPT Table S4'
 _VFPT_FGVC = """
 Full | 87.3 | 82.7 | 98.8 | 89.4 | 84.5 | 88.54
 Linear | 85.3 | 75.9 | 97.9 | 86.2 | 51.3 | 79.32
@@ -231,14 +231,14 @@ def _vfpt_tuned():
              for m, vs in _TUNED_VTAB_MEANS.items() for g, v in zip(VTAB_GROUP_TASKS, vs)]
     rows += _wide(_ALPHA_VTAB, VTAB_TASK_LIST, vg, 'alpha', _SRC_S, bb, mean=None)
     rows += [('mean', g, 'VFPT', 'alpha', v, math.nan, False, 'group_mean', bb, _SRC_S) for g, v in zip(VTAB_GROUP_TASKS, _ALPHA_VTAB_MEANS)]
-    rows += _wide(_L_VTAB, VTAB_TASK_LIST, vg, 'L', 'spec vfpt.md §2.4 (inferred from tuned %)', bb, mean=None, approx=True)
+    rows += _wide(_L_VTAB, VTAB_TASK_LIST, vg, 'L', 'inferred from the tuned % of Tables S1–S4', bb, mean=None, approx=True)
     rows += _wide(_TUNED_FGVC, FGVC_TASK_LIST, 'fgvc', 'tuned_pct', _SRC_S4, bb, mean=None)
     rows += _wide(_ALPHA_FGVC, FGVC_TASK_LIST, 'fgvc', 'alpha', _SRC_S4, bb, mean=None)
-    rows += _wide(_L_FGVC, FGVC_TASK_LIST, 'fgvc', 'L', 'spec vfpt.md §2.4 (inferred from tuned %)', bb, mean=None, approx=True)
+    rows += _wide(_L_FGVC, FGVC_TASK_LIST, 'fgvc', 'L', 'inferred from the tuned % of Tables S1–S4', bb, mean=None, approx=True)
     return _df(rows)
 
 # %% ../nbs/01_paper.ipynb #0a4764ac
-_SRC_SWIN = 'VFPT Table 2 / S5–S7 (spec vfpt.md §4.4)'
+_SRC_SWIN = 'VFPT Table 2 / S5–S7'
 _SWIN_TASKS = """
 Full | 72.2 | 88.0 | 71.2 | 98.3 | 89.5 | 89.4 | 45.0 | 86.6 | 96.9 | 87.7 | 73.6 | 75.7 | 59.8 | 54.6 | 78.6 | 79.4 | 53.6 | 34.6 | 40.9
 VPT-Deep | 79.6 | 90.8 | 78.0 | 99.5 | 91.4 | 46.4 | 51.7 | 80.1 | 96.2 | 85.0 | 72.0 | 67.6 | 59.4 | 50.1 | 61.3 | 74.4 | 50.6 | 25.7 | 25.7
@@ -259,7 +259,9 @@ VPT-Deep | 0.25 | 76.78 | 83.33 | 51.85
 E2VPT | 0.21 | 83.31 | 84.95 | 57.35
 VFPT | 0.27 | 84.53 | 86.15 | 58.21
 """
-_SRC_SSL = 'VFPT Table 3 / S8–S13 (spec vfpt.md §4.5)'
+
+# %% ../nbs/01_paper.ipynb #b666714c
+_SRC_SSL = 'VFPT Table 3 / S8–S13'
 _MAE_TASKS = """
 Full | 24.6 | 84.2 | 56.9 | 72.7 | 74.4 | 86.6 | 15.8 | 81.8 | 94.0 | 72.3 | 70.6 | 67.0 | 59.8 | 45.2 | 75.3 | 72.5 | 47.5 | 30.2 | 33.0
 VFPT | 36.0 | 87.7 | 58.0 | 74.3 | 76.3 | 19.6 | 23.3 | 76.9 | 91.3 | 69.2 | 73.6 | 47.6 | 45.3 | 40.7 | 80.7 | 13.7 | 34.6 | 9.3 | 17.3
@@ -293,7 +295,7 @@ VPT-Deep | 0.22 | 70.27 | 83.04 | 42.38
 GPT | 0.06 | 74.84 | 83.38 | 49.10
 VFPT | 0.22 | 77.47 | 85.76 | 58.74
 """
-# spec §2.4 "other backbones": per task α / inferred L (Swin, MAE, MoCo); '?' ranges -> lower end
+# other backbones: per task α / inferred L (Swin, MAE, MoCo); '?' ranges -> lower end
 _SSL_ALPHA = """
 swin | 100 | 100 | 100 | 100 | 100 | 100 | 100 | 100 | 100 | 50 | 100 | 100 | 50 | 100 | 100 | 100 | 100 | 100 | 50
 mae | 100 | 50 | 50 | 100 | 50 | 100 | 100 | 50 | 100 | 50 | 50 | 50 | 100 | 100 | 50 | 50 | 50 | 100 | 50
@@ -305,6 +307,7 @@ mae | 4 | 2 | 2 | 2 | 2 | 100 | 2 | 5 | 2 | 8 | 50 | 2 | 200 | 2 | 2 | 200 | 2 |
 moco | 10 | 100 | 2 | 2 | 10 | 5 | 10 | 10 | 2 | 10 | 5 | 5 | 100 | 5 | 5 | 10 | 5 | 5 | 5
 """
 
+# %% ../nbs/01_paper.ipynb #4b2469e7
 def _pick(text, key):
     return '\n'.join(l.replace(key, 'VFPT', 1) for l in text.strip().splitlines() if l.split('|')[0].strip() == key)
 
@@ -313,7 +316,7 @@ def _backbone_table(tasks_txt, tuned_txt, means_txt, key, bb, src):
     rows = _wide(tasks_txt, VTAB_TASK_LIST, vg, 'top1', src, bb, mean=None)
     rows += _wide(tuned_txt, VTAB_TASK_LIST, vg, 'tuned_pct', src, bb, mean=None)
     rows += _wide(_pick(_SSL_ALPHA, key), VTAB_TASK_LIST, vg, 'alpha', src, bb, mean=None)
-    rows += _wide(_pick(_SSL_L, key), VTAB_TASK_LIST, vg, 'L', 'spec vfpt.md §2.4 (inferred from tuned %)', bb, mean=None, approx=True)
+    rows += _wide(_pick(_SSL_L, key), VTAB_TASK_LIST, vg, 'L', 'inferred from the tuned % of Tables S1–S4', bb, mean=None, approx=True)
     for line in means_txt.strip().splitlines():
         m, *c = [x.strip() for x in line.split('|')]
         v = [_cell(x)[0] for x in c]
@@ -322,7 +325,7 @@ def _backbone_table(tasks_txt, tuned_txt, means_txt, key, bb, src):
     return _df(rows)
 
 # %% ../nbs/01_paper.ipynb #53917af9
-_SRC_SWEEP = 'VFPT Tables S22–S24 (spec vfpt.md §4.7)'
+_SRC_SWEEP = 'VFPT Tables S22–S24'
 _ALPHA_SWEEP = """
 VFPT-a0 | 78.8 | 90.8 | 65.8 | 97.9 | 88.4 | 76.4 | 49.6 | 82.0 | 96.1 | 83.4 | 68.0 | 68.5 | 60.0 | 46.5 | 72.8 | 73.6 | 47.3 | 29.3 | 40.2
 VFPT-a30 | 79.7 | 91.4 | 69.4 | — | — | 83.1 | 51.3 | 82.6 | 95.3 | 84.3 | — | 73.7 | 61.2 | 46.7 | 76.8 | 74.7 | 46.1 | 24.6 | 42.0
@@ -330,7 +333,7 @@ VFPT-a50 | 80.3 | 91.4 | 68.5 | 99.3 | 90.3 | 84.3 | 52.7 | 82.4 | 96.1 | 83.6 |
 VFPT-a70 | 80.7 | 91.3 | 66.6 | — | — | 84.0 | 52.1 | 83.2 | 96.2 | 83.2 | — | 74.3 | 62.7 | 48.3 | 79.0 | 79.7 | 56.0 | 30.8 | 43.4
 VFPT-a100 | 80.6 | 91.0 | 67.8 | 98.3 | 87.2 | 78.5 | 52.3 | 83.3 | 96.3 | 83.1 | 75.4 | 75.8 | 63.2 | 47.5 | 77.1 | 81.5 | 47.9 | 34.1 | 42.0
 """
-_SRC_ABL = 'VFPT Tables 4–5 / S14–S21 (spec vfpt.md §4.6)'
+_SRC_ABL = 'VFPT Tables 4–5 / S14–S21'
 # per task Nat (7) | Spe (4) | Nat mean | Spe mean
 _ABLATION = """
 transform:FLL | 80.8 | 91.7 | 70.5 | 98.5 | 89.4 | 83.3 | 52.7 | 83.3 | 95.2 | 83.5 | 74.1 | 80.98 | 84.02
@@ -344,7 +347,7 @@ depth:1,3,5,7,9,11 | 80.0 | 91.6 | 68.4 | 98.5 | 89.5 | 82.7 | 52.7 | 82.9 | 95.
 depth:1-6 | 80.8 | 91.8 | 69.5 | 98.5 | 89.4 | 83.5 | 52.0 | 84.0 | 95.0 | 83.6 | 74.7 | 80.79 | 84.34
 depth:7-12 | 80.3 | 91.1 | 70.0 | 98.6 | 89.4 | 83.6 | 52.7 | 83.3 | 95.4 | 82.4 | 74.7 | 80.83 | 83.93
 """
-_SRC_S25 = 'VFPT Table S25, BERT-Large SuperGLUE dev (spec vfpt.md §4.8)'
+_SRC_S25 = 'VFPT Table S25, BERT-Large SuperGLUE dev'
 _SUPERGLUE_S25 = """
 Full | 77.7 | 94.6 | 69.0 | 70.5 | 70.6 | 70.4 | 74.9 | 68.3 | 74.50
 Prompt Tuning | 67.2 | 80.4 | 55.0 | 59.6 | 44.2 | 53.5 | 63.0 | 64.4 | 60.91
@@ -352,7 +355,7 @@ P-Tuning v2 | 73.1 | 94.6 | 73.0 | 70.6 | 72.8 | 78.3 | 75.1 | 68.3 | 75.73
 E2VPT | 74.4 | 80.4 | 77.0 | 65.8 | 71.9 | 78.7 | 74.3 | 67.3 | 73.73
 VFPT | 74.8 | 81.2 | 78.1 | 67.8 | 72.9 | 77.2 | 75.3 | 68.4 | 74.46
 """
-_SRC_S26 = 'VFPT Table S26, CIFAR-100, A100-40GB (spec vfpt.md §4.8)'
+_SRC_S26 = 'VFPT Table S26, CIFAR-100, A100-40GB'
 _COST = """
 VPT-Deep | 1.8210 | 0.1140 | 0.0499
 VFPT-a30 | 1.8210 | 0.1169 | 0.0505
@@ -378,6 +381,7 @@ def _VFPT_default_ablation_line():
     n, s = g('natural'), g('specialized')
     return ' | '.join(['VFPT'] + n[:-1] + s[:-1] + [n[-1], s[-1]])
 
+# %% ../nbs/01_paper.ipynb #a38c0079
 def _vfpt_superglue():
     rows = _wide(_SUPERGLUE_S25, SUPERGLUE_TASK_LIST, 'superglue', 'acc', _SRC_S25, 'bert-large', mean='overall')
     df = _df(rows)
@@ -395,7 +399,7 @@ def _vfpt_cost():
     return _df(rows)
 
 # %% ../nbs/01_paper.ipynb #03dae512
-_SRC_MEPT = 'MEPT Figure 1 (left), pixel-measured (spec mept.md §3)'
+_SRC_MEPT = 'MEPT Figure 1 (left), pixel-measured'
 _MEPT_FIG1 = """
 t5-base | ≈77.2 | ≈78.3 | ≈71.8 | ≈76.3 | ≈73.8 | —
 t5-large | ≈83.0 | ≈85.1 | ≈78.0 | ≈83.0 | ≈81.0 | —
@@ -414,7 +418,7 @@ def _mept_superglue():
     return _df(rows)
 
 # %% ../nbs/01_paper.ipynb #6e093fa8
-_SRC_PTA = 'PTA-LLM main table (spec pta_llm.md §6.1)'
+_SRC_PTA = 'PTA-LLM main table'
 _PTA_METHODS = ['OpenLLaMA', 'MPT', 'Llama-2', 'FuseLLM', 'PTA-LLM']
 _PTA_MAIN = """
 gsm | 7.81 | 9.17 | 14.18 | 14.56 | 14.71
@@ -426,7 +430,7 @@ tydiqa | 27.32 | 22.11 | 31.42 | 32.99 | 34.07
 mean | 24.69 | 21.36 | 27.57 | 28.51 | 29.00
 """
 PTA_BENCH_NTASKS = {'gsm': 1, 'bbh': 27, 'multipl_e': 10, 'mmlu': 17, 'toxigen': 14, 'tydiqa': 9}
-_SRC_PTA_STAB = 'PTA-LLM stability table (spec pta_llm.md §6.2; 7-task average, 5 rows found)'
+_SRC_PTA_STAB = 'PTA-LLM stability table'
 _PTA_STAB = """
 causal_judgement | bbh | 50.80 | 46.52 | 50.80
 geometric_shapes | bbh | 34.40 | 22.80 | 26.80
@@ -435,11 +439,12 @@ chemistry | mmlu | 35.97 | 34.98 | 36.96
 arabic | tydiqa | 8.47 | 5.65 | 7.49
 mean | all | 30.22 | 26.28 | 28.99
 """
-_SRC_PTA_INT = 'PTA-LLM interpretability (spec pta_llm.md §6.3; Isomap+PCA)'
+_SRC_PTA_INT = 'PTA-LLM interpretability'
 _PTA_INTERP = {'FuseLLM': {'inner_distance': 257.83, 'center_distance': 136.95}, 'PTA-LLM': {'inner_distance': 239.44, 'center_distance': 22.25}}
 
+# %% ../nbs/01_paper.ipynb #da6a3d80
 _FUSE_METHODS = ['OpenLLaMA', 'MPT', 'Llama-2', 'Llama-2 CLM', 'FuseLLM']
-_SRC_FUSE = 'FuseLLM Table {} (spec pta_llm.md §6.5)'
+_SRC_FUSE = 'FuseLLM Table {}'
 _FUSE_BBH = """
 boolean_expressions | 74.40 | 66.00 | 68.80 | 76.00 | 71.60
 causal_judgement | 45.45 | 50.80 | 50.80 | 46.52 | 46.52
@@ -470,6 +475,8 @@ web_of_lies | 51.60 | 63.60 | 50.80 | 61.60 | 65.60
 word_sorting | 5.60 | 6.80 | 12.80 | 7.60 | 7.60
 mean | 33.87 | 33.38 | 39.70 | 40.44 | 41.75
 """
+
+# %% ../nbs/01_paper.ipynb #a3c32ede
 _FUSE_CS = """
 arc_easy | 69.70 | 70.12 | 74.58 | 74.54 | 75.04
 arc_challenge | 41.38 | 42.15 | 46.33 | 46.50 | 47.44
@@ -502,6 +509,7 @@ scibench | 0.68 | 0.88 | 0.14 | 0.94 | 1.65
 # each row's own model (FuseLLM / PTA-LLM / Llama-2 CLM are trained from Llama-2-7B)
 _LLM_BACKBONE = {'OpenLLaMA': 'open_llama_7b_v2', 'MPT': 'mpt-7b'}
 
+# %% ../nbs/01_paper.ipynb #8eefd7c9
 def _tall(text, methods, group, source, backbone, metric='score', group_col=False):
     "Rows = tasks, columns = methods (PTA/FuseLLM layout); task 'mean' -> overall_mean."
     rows = []

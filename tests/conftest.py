@@ -32,3 +32,12 @@ def eurosat_vtab(shared_data, tmp_path_factory):
     from reprod.data import vtab
     root = tmp_path_factory.mktemp('vtab')
     return root, vtab.make_vtab_layout(shared_data/'eurosat_rgb.tar', root/'eurosat', seed=0)
+
+
+def notebook_error(name: str, params: dict, out_dir) -> str:
+    "Run experiment notebook `name` expecting it to fail: the one error message (and no result record left behind)."
+    from reprod.runs import NotebookRunError, run_notebook
+    with pytest.raises(NotebookRunError) as e:
+        run_notebook(name, {**params, 'out_dir': str(out_dir)}, cwd=ROOT)
+    assert not (Path(out_dir)/'result.json').exists()
+    return str(e.value)

@@ -2,7 +2,6 @@
 import configparser, re, subprocess, sys, venv, zipfile
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

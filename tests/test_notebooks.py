@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reprod.cli import experiment_notebooks, notebook_path, notebook_parameters
+from reprod.runs import experiment_notebooks, notebook_path, notebook_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = sorted((ROOT/'nbs').glob('*.ipynb'))

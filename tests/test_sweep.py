@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprod.cli import main, run_notebook
+from reprod.cli import main
+from reprod.runs import run_notebook
 from reprod.data.vtab import make_digits_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ def test_vfpt_sweep_killed_midway_resumes_without_redoing_runs(eurosat_vtab, tmp
     root, _ = eurosat_vtab
     if not (root/'digits').exists(): make_digits_task(root/'digits')
     rd, env = tmp_path/'sweep', {**os.environ, 'REPROD_CACHE': str(tmp_path/'cache'), 'HF_HUB_OFFLINE': '1'}
-    cmd = [REPROD, 'sweep', 'run', str(rd), 'vfpt-vtab', '--tasks', 'digits,eurosat', '--lrs', '0.1,0.5', '--wds', '0,0.001',
+    cmd = [REPROD, 'sweep', 'run', str(rd), 'vfpt_vtab', '--tasks', 'digits,eurosat', '--lrs', '0.1,0.5', '--wds', '0,0.001',
            '--seeds', '1,2', '--workers', '2', f'data_root={root}', *TINY]
     with open(tmp_path/'first.log', 'w') as log:
         p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -56,7 +57,7 @@ def test_vfpt_sweep_killed_midway_resumes_without_redoing_runs(eurosat_vtab, tmp
 def test_failed_run_is_reported_with_its_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT); monkeypatch.setenv('REPROD_CACHE', str(tmp_path/'cache'))
     rd = tmp_path/'bad'
-    assert main(['sweep', 'run', str(rd), 'vfpt-vtab', '--tasks', 'digits', '--lrs', '0.1', '--wds', '0', '--seeds', '1',
+    assert main(['sweep', 'run', str(rd), 'vfpt_vtab', '--tasks', 'digits', '--lrs', '0.1', '--wds', '0', '--seeds', '1',
                  *TINY, 'fourier_percentage=1.5']) == 1
     assert 'fourier_percentage=1.5' in capsys.readouterr().out
     runs = pd.read_csv(rd/'runs.csv')
