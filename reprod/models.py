@@ -312,6 +312,7 @@ def _preset_backbone(name: str, pretrained, **kw) -> nn.Module:
         raise ValueError(f"pretrained={str(p)!r} does not fit {name}: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
     return model
 
+# %% ../nbs/04_models.ipynb #80bb5b12
 def create_backbone(name: str, pretrained: str | bool | None = None, img_size: int | None = None, **kw) -> nn.Module:
     "A timm backbone by `name` (or preset) without classifier, randomly initialised or with `pretrained` weights (timm tag, asset name or local file)."
     if name in BACKBONE_PRESETS: return _preset_backbone(name, pretrained, **({'img_size': img_size} if img_size else {}), **kw)
