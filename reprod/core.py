@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #ec900aa1
 from __future__ import annotations
-import ast, dataclasses, datetime, json, os, platform, random, socket, subprocess, tempfile, time, warnings
+import ast, contextlib, dataclasses, datetime, json, os, platform, random, shutil, socket, subprocess, tempfile, time, uuid, warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,9 @@ import torch
 
 # %% auto #0
 __all__ = ['PROGRESS_MODES', 'seed_everything', 'get_device', 'atomic_write_bytes', 'atomic_write_text', 'to_jsonable',
-           'atomic_write_json', 'read_json', 'git_commit', 'env_info', 'write_record', 'Timer', 'shared_data_dir',
-           'cache_root', 'parse_value', 'parse_params', 'resolve_name', 'check_int', 'eval_subset', 'progress_mode']
+           'atomic_write_json', 'read_json', 'atomic_dir', 'git_commit', 'env_info', 'write_record', 'Timer',
+           'shared_data_dir', 'cache_root', 'parse_value', 'parse_params', 'resolve_name', 'check_int', 'eval_subset',
+           'progress_mode']
 
 # %% ../nbs/00_core.ipynb #09e979d4
 def seed_everything(seed: int, deterministic: bool = False) -> int:
@@ -91,6 +92,21 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such JSON file")
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f"{path}: malformed JSON ({e})") from e
+
+# %% ../nbs/00_core.ipynb #a7d1c0e2
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path):
+    "Yield a temporary folder beside `dest`; on success it replaces `dest` (which may exist), on failure it is removed."
+    dest = Path(dest).expanduser(); dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.partial-', dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():   # swap: rename the old folder aside first, so `dest` is never missing and never mixed
+            old = dest.parent/f'.{dest.name}.old-{uuid.uuid4().hex[:8]}'
+            os.rename(dest, old); os.rename(tmp, dest); shutil.rmtree(old, ignore_errors=True)
+        else: os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
 
 # %% ../nbs/00_core.ipynb #ffcc47f4
 def git_commit(path: str | Path | None = None) -> str | None:

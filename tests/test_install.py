@@ -51,7 +51,9 @@ def test_wheel_builds_and_imports_in_clean_env(tmp_path):
     with zipfile.ZipFile(whl) as z:
         names = z.namelist()
         meta = z.read(next(n for n in names if n.endswith('METADATA'))).decode()
-    assert 'reprod/vfpt.py' in names and 'reprod/core.py' in names and not any(n.startswith(('nbs/', 'tests/')) for n in names)
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT/'reprod').rglob('*.py')}
+    assert modules - set(names) == set(), f"modules missing from the wheel: {sorted(modules - set(names))}"   # subpackages included
+    assert not any(n.startswith(('nbs/', 'tests/')) for n in names)
     runtime = [l for l in meta.splitlines() if l.startswith('Requires-Dist:') and 'extra ==' not in l]
     assert any('torch' in l for l in runtime) and not any('nbdev' in l for l in runtime)
     assert any('nbdev' in l and 'extra == "dev"' in l for l in meta.splitlines())
@@ -63,7 +65,7 @@ def test_wheel_builds_and_imports_in_clean_env(tmp_path):
     Path(site, '_deps.pth').write_text('\n'.join(deps) + '\n')
     r = subprocess.run([str(py), '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', str(whl)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    code = "import reprod, reprod.vfpt, reprod.engine, reprod.data.vtab; print(reprod.__file__, reprod.__version__)"
+    code = "import reprod, reprod.vfpt, reprod.vfpt.swin, reprod.engine, reprod.data.vtab_wds; print(reprod.__file__, reprod.__version__)"
     r = subprocess.run([str(py), '-I', '-c', code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert str(env) in r.stdout, r.stdout      # imported from the wheel, not from the checkout

@@ -13,7 +13,7 @@ PKG = ROOT/'reprod'
 # modules listed before it in the same group; the method packages (vfpt, mept, pta) never import each other.
 LAYERS = [
     ['core'], ['paper'], ['figures'],
-    ['data.images', 'data.vtab', 'data.fgvc'], ['data.superglue'], ['data.text'],
+    ['data.images', 'data.vtab', 'data.vtab_wds', 'data.fgvc'], ['data.superglue'], ['data.text'],
     ['models'], ['engine'], ['adapters'],
     {'vfpt': ['vfpt.prompts', 'vfpt.vit', 'vfpt.swin', 'vfpt', 'vfpt.analysis'], 'mept': ['mept', 'mept.pathways'],
      'pta': ['pta.logits', 'pta.pairing', 'pta.align', 'pta.fusion', 'pta.train', 'pta.pipeline']},

@@ -7,18 +7,19 @@ from __future__ import annotations
 import json, random, tarfile, tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..core import atomic_write_bytes, atomic_write_text, cache_root, eval_subset
+from ..core import atomic_dir, atomic_write_json, cache_root, check_int, eval_subset, progress_mode, read_json
 from .images import IMG_EXT, ImageTaskData, TensorLoader, cached_images, data_root_dir
 
 # %% auto #0
-__all__ = ['VTAB_TASKS', 'VTAB_GROUPS', 'SPLITS', 'PROTOCOLS', 'VTabTask', 'get_task', 'task_dir', 'read_split',
-           'make_vtab_layout', 'load_split_tensors', 'load_vtab', 'make_digits_task']
+__all__ = ['VTAB_TASKS', 'VTAB_GROUPS', 'SPLITS', 'LAYOUT_FILE', 'PROTOCOLS', 'VTabTask', 'get_task', 'task_dir', 'read_split',
+           'existing_layout', 'write_layout', 'make_vtab_layout', 'load_split_tensors', 'load_vtab', 'make_digits_task']
 
 # %% ../../nbs/03b_data.vtab.ipynb #28991349
 @dataclass(frozen=True)
@@ -46,12 +47,17 @@ VTAB_TASKS: dict[str, VTabTask] = {t.name: t for t in [
     _T('dsprites_loc', 'structured', 16, 'dsprites_loc'), _T('dsprites_ori', 'structured', 16, 'dsprites_ori'),
     _T('smallnorb_azi', 'structured', 18, 'smallnorb_azi'), _T('smallnorb_ele', 'structured', 9, 'smallnorb_ele')]}
 VTAB_GROUPS = {g: [t for t in VTAB_TASKS.values() if t.group == g] for g in ('natural', 'specialized', 'structured')}
-_ALIASES = {'cifar': 'cifar100', 'flowers102': 'oxford_flowers102', 'pets': 'oxford_iiit_pet', 'pcam': 'patch_camelyon',
-            'retinopathy': 'diabetic_retinopathy', 'resisc': 'resisc45', 'caltech': 'caltech101'}
+# Other spellings in use: short names, and the task names of the clip_benchmark webdataset exports (data.vtab_wds).
+_ALIASES = {'cifar': 'cifar100', 'flowers102': 'oxford_flowers102', 'flowers': 'oxford_flowers102', 'pets': 'oxford_iiit_pet',
+            'pcam': 'patch_camelyon', 'retinopathy': 'diabetic_retinopathy', 'resisc': 'resisc45', 'caltech': 'caltech101',
+            'clevr_count_all': 'clevr_count', 'clevr_closest_object_distance': 'clevr_dist',
+            'kitti_closest_vehicle_distance': 'kitti', 'dsprites_label_x_position': 'dsprites_loc',
+            'dsprites_label_orientation': 'dsprites_ori', 'smallnorb_label_azimuth': 'smallnorb_azi',
+            'smallnorb_label_elevation': 'smallnorb_ele'}
 
 def get_task(name: str) -> VTabTask:
     "Look up a VTAB-1k task by name (folder names and common aliases accepted)."
-    key = str(name).lower().removeprefix('vtab-').replace('-', '_')
+    key = str(name).lower().removeprefix('wds_').removeprefix('vtab-').replace('-', '_')
     key = _ALIASES.get(key, key)
     if key not in VTAB_TASKS:
         raise ValueError(f"unknown VTAB-1k task {name!r}; expected one of: {', '.join(VTAB_TASKS)}")
@@ -94,53 +100,99 @@ def read_split(tdir: str | Path, split: str) -> list[tuple[str, int]]:
     return out
 
 # %% ../../nbs/03b_data.vtab.ipynb #cf80f0d9
-def _scan_folder(src: Path) -> tuple[list[tuple[str, str]], dict | None]:
-    "(relative path, class name) for every image in class sub-folders of `src`; label_map.json if present."
-    items = sorted((p.relative_to(src).as_posix(), p.parent.name) for p in src.rglob('*')
-                   if p.suffix.lower() in IMG_EXT and p.parent != src)
-    lm = next(iter(sorted(src.rglob('label_map.json'))), None)
-    return items, (json.loads(lm.read_text()) if lm else None)
+LAYOUT_FILE = 'layout.json'
 
-def _scan_tar(src: Path) -> tuple[list[tuple[str, str]], dict | None]:
-    with tarfile.open(src) as tf:
-        names = [m.name for m in tf.getmembers() if m.isfile()]
-        items = sorted((n, n.split('/')[-2]) for n in names if n.lower().endswith(IMG_EXT) and n.count('/') >= 1)
+def _scan(src: Path) -> tuple[list[tuple[str, str, str]], dict | None]:
+    "(path in source, path in the layout, class) per image of a class-folder folder or tar; label_map.json if any."
+    if src.is_file():
+        with tarfile.open(src) as tf:
+            names = [m.name for m in tf.getmembers() if m.isfile()]
+            lm = sorted(n for n in names if n.endswith('label_map.json'))
+            label_map = json.loads(tf.extractfile(lm[0]).read()) if lm else None
+    else:
+        names = [p.relative_to(src).as_posix() for p in src.rglob('*') if p.is_file()]
         lm = sorted(n for n in names if n.endswith('label_map.json'))
-        label_map = json.loads(tf.extractfile(lm[0]).read()) if lm else None
+        label_map = json.loads((src/lm[0]).read_text()) if lm else None
+    items = []
+    for n in sorted(names):
+        parts = n.split('/')
+        if not n.lower().endswith(IMG_EXT) or len(parts) < 2: continue
+        own = len(parts) >= 3 and parts[-3] in ('train', 'test')   # CIFAR-style: keep the split in the layout path
+        items.append((n, 'images/' + '/'.join(parts[-3 if own else -2:]), parts[-2]))
     return items, label_map
 
+def _read_source(src: Path):
+    "A function reading one image's bytes by its path in the source (folder or tar), and a closer."
+    if not src.is_file(): return (lambda n: (src/n).read_bytes()), (lambda: None)
+    tf = tarfile.open(src); return (lambda n: tf.extractfile(n).read()), tf.close
+
+def existing_layout(dest: Path, params: dict, overwrite: bool) -> bool:
+    "True when `dest` already holds a complete layout built with `params`; an error when it holds something else."
+    if overwrite or not dest.exists(): return False
+    if (dest/'test.txt').exists():
+        old = read_json(dest/LAYOUT_FILE).get('params') if (dest/LAYOUT_FILE).exists() else None
+        if old == params: return True
+        raise FileExistsError(f"{dest}: a layout already exists, built {'with ' + json.dumps(old) if old else 'by another tool'}; "
+                              f"pass overwrite=True to replace it with {json.dumps(params)}")
+    if any(dest.iterdir()):
+        raise FileExistsError(f"{dest}: exists, is not empty and holds no complete layout (no test.txt); remove it or pass overwrite=True")
+    return False
+
+def write_layout(dest: Path, lists: dict[str, list[tuple[str, int]]], files: dict[str, Callable[[], bytes]], info: dict,
+                 desc: str = 'layout') -> Path:
+    "Write the images (`files`: layout path → bytes getter), the four lists and layout.json, all or nothing."
+    with atomic_dir(dest) as tmp:
+        for rel, get in tqdm(files.items(), desc=desc, leave=False, disable=progress_mode() != 'bar'):
+            (tmp/rel).parent.mkdir(parents=True, exist_ok=True); (tmp/rel).write_bytes(get())
+        atomic_write_json(tmp/LAYOUT_FILE, info)
+        for name in SPLITS:   # test.txt last: it marks a complete layout
+            (tmp/f'{name}.txt').write_text(''.join(f'{p} {y}\n' for p, y in lists[name]), encoding='utf-8')
+    return dest
+
+# %% ../../nbs/03b_data.vtab.ipynb #cf80f0da
+def _draw(idx: list[int], classes: list[str], seed: int, stratify: bool) -> list[int]:
+    "A seeded permutation of `idx`; stratified: every prefix follows the class proportions."
+    order = list(idx); random.Random(seed).shuffle(order)
+    if not stratify: return order
+    size, rank, key = {}, {}, {}
+    for i in order: size[classes[i]] = size.get(classes[i], 0) + 1
+    for i in order: rank[classes[i]] = rank.get(classes[i], -1) + 1; key[i] = (rank[classes[i]] + 0.5) / size[classes[i]]
+    return sorted(order, key=lambda i: key[i])   # stable: ties keep the permutation's order
+
 def make_vtab_layout(src: str | Path, dest: str | Path, seed: int = 0, n_train: int = 800, n_val: int = 200,
-                     test_fraction: float = 0.2, overwrite: bool = False) -> Path:
+                     test_fraction: float = 0.2, stratify: bool = False, overwrite: bool = False) -> Path:
     "Write a VTAB-1k style task folder (images + train800/val200/train800val200/test lists) from a class-folder collection."
     src, dest = Path(src).expanduser(), Path(dest).expanduser()
     if not src.exists(): raise FileNotFoundError(f"src={str(src)!r} does not exist; expected a folder of class sub-folders or a .tar of one")
     if not 0 < test_fraction < 1: raise ValueError(f"test_fraction={test_fraction}: expected a number in (0, 1)")
-    if (dest/'test.txt').exists() and not overwrite: return dest
-    items, label_map = _scan_tar(src) if src.is_file() else _scan_folder(src)
+    n_train, n_val = check_int('n_train', n_train), check_int('n_val', n_val, 0)
+    params = dict(builder='make_vtab_layout', seed=seed, n_train=n_train, n_val=n_val, test_fraction=test_fraction, stratify=stratify)
+    if existing_layout(dest, params, overwrite): return dest
+    items, label_map = _scan(src)
     if not items: raise ValueError(f"src={str(src)!r}: no images found in class sub-folders")
-    classes = sorted({c for _, c in items})
-    if label_map is None: label_map = {c: i for i, c in enumerate(classes)}
-    if missing := [c for c in classes if c not in label_map]: raise ValueError(f"label_map.json lacks classes {missing}")
-    order = list(range(len(items))); random.Random(seed).shuffle(order)
-    n_test = round(test_fraction * len(items))
-    if len(items) - n_test < n_train + n_val:
-        raise ValueError(f"src={str(src)!r} has {len(items)} images: too few for {n_train}+{n_val} training images plus a {test_fraction:.0%} test split")
-    test, pool = order[:n_test], order[n_test:]
-    splits = {'train800': pool[:n_train], 'val200': pool[n_train:n_train + n_val]}
-    splits['train800val200'] = splits['train800'] + splits['val200']; splits['test'] = sorted(test)
-    needed = sorted(set(i for s in splits.values() for i in s))
-    dest.mkdir(parents=True, exist_ok=True)
-    rel = lambda i: 'images/' + items[i][0].split('/', items[i][0].count('/') - 1)[-1]   # keep '<Class>/<file>'
-    if src.is_file():
-        with tarfile.open(src) as tf:
-            for i in tqdm(needed, desc=f'extract {src.name}', leave=False):
-                atomic_write_bytes(dest/rel(i), tf.extractfile(items[i][0]).read())
+    classes = [c for _, _, c in items]
+    label_map = label_map or {c: i for i, c in enumerate(sorted(set(classes)))}
+    if missing := sorted(set(classes) - set(label_map)): raise ValueError(f"src={str(src)!r}: label_map.json lacks classes {missing}")
+    own_test = [i for i, (_, r, _) in enumerate(items) if r.startswith('images/test/')]
+    if own_test:   # the source's own test split; train/val come from train/ only
+        test, pool = own_test, _draw([i for i, (_, r, _) in enumerate(items) if r.startswith('images/train/')], classes, seed, stratify)
     else:
-        for i in tqdm(needed, desc=f'copy {src.name}', leave=False):
-            atomic_write_bytes(dest/rel(i), (src/items[i][0]).read_bytes())
-    for name in ('train800', 'val200', 'train800val200', 'test'):   # test.txt last: it marks a complete layout
-        atomic_write_text(dest/f'{name}.txt', ''.join(f'{rel(i)} {label_map[items[i][1]]}\n' for i in splits[name]))
-    return dest
+        order = list(range(len(items))); random.Random(seed).shuffle(order)
+        n_test = round(test_fraction * len(items))
+        test, pool = sorted(order[:n_test]), _draw(order[n_test:], classes, seed, stratify)
+    if len(pool) < n_train + n_val:
+        raise ValueError(f"src={str(src)!r} has {len(pool)} training-pool images: too few for n_train + n_val = {n_train} + {n_val}"
+                         + ('' if own_test else f" (after a {test_fraction:.0%} test split)"))
+    row = lambda i: (items[i][1], label_map[items[i][2]])
+    lists = {'train800': [row(i) for i in pool[:n_train]], 'val200': [row(i) for i in pool[n_train:n_train + n_val]],
+             'test': [row(i) for i in test]}
+    lists['train800val200'] = lists['train800'] + lists['val200']
+    read, close = _read_source(src)
+    try:
+        files = {items[i][1]: (lambda n=items[i][0]: read(n)) for i in pool[:n_train + n_val] + test}
+        return write_layout(dest, lists, files, dict(params=params, src=str(src), own_test=bool(own_test), label_map=label_map),
+                            desc=f'layout {src.name}')
+    finally: close()
 
 # %% ../../nbs/03b_data.vtab.ipynb #f6753dcf
 def load_split_tensors(tdir: str | Path, split: str, image_size: int = 224, cache: bool = True,
@@ -179,7 +231,7 @@ def make_digits_task(dest: str | Path | None = None, seed: int = 0) -> Path:
     "Write scikit-learn's digits as a VTAB-1k style task folder (default: in the reprod cache) and return it."
     from sklearn.datasets import load_digits
     dest = Path(dest) if dest else cache_root()/'tasks'/f'digits-seed{seed}'
-    if (dest/'test.txt').exists(): return dest
+    if (dest/'test.txt').exists(): return dest   # built once per seed: the source folder below is temporary
     d = load_digits()
     with tempfile.TemporaryDirectory() as tmp:
         for i, (img, lab) in enumerate(zip(d.images, d.target)):
