@@ -65,10 +65,12 @@ def _sweep(args) -> bool:
     elif args.protocol or args.params: raise ValueError(f"reprod sweep {args.action} takes only RUN_DIR")
     else: runs = sweep.status(args.run_dir) if args.action == 'status' else sweep.collect(args.run_dir)[0]
     counts = runs.status.value_counts().to_dict() if len(runs) else {}
-    for _, r in runs[runs.status == 'failed'].iterrows(): print(f"failed {r.run_id}: {r.error}")
+    for _, r in runs[(runs.status == 'failed') | ((runs.status == 'pending') & (runs.error.fillna('') != ''))].iterrows():
+        print(f"{r.status} {r.run_id}: {r.error}")   # failed runs, and unfinished ones that say why (a lost job, a record cut short)
     print(f"{args.run_dir}: {len(runs)} runs: " + ', '.join(f'{v} {k}' for k, v in sorted(counts.items())))
     if args.action != 'status': print(f"tables: {Path(args.run_dir)/'runs.md'}, {Path(args.run_dir)/'results.md'} (and .csv)")
-    return not counts.get('failed')
+    # `run` succeeds only when the sweep is complete; `status`/`collect` when nothing failed
+    return not counts.get('failed') and not (args.action == 'run' and counts.get('pending'))
 
 # %% ../nbs/12_cli.ipynb #c1i00001
 def _parser() -> argparse.ArgumentParser:
@@ -102,8 +104,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument('--factor', action='append', help='pta_ablation factor, e.g. --factor lam=0.7,0.9 (repeatable)')
     s.add_argument('--workers', type=int, default=1, help='parallel CPU runs (one kernel each)')
     s.add_argument('--devices', help="'cuda' (every visible GPU, one worker each) or a list such as cuda:0,cuda:1")
-    s.add_argument('--slurm', nargs='*', help='submit through submitit, e.g. --slurm slurm_partition=gpu gpus_per_node=1 timeout_min=240')
+    s.add_argument('--slurm', nargs='*', help='submit through submitit, one job array per round (put it last: it takes the key=value after it), '
+                                             'e.g. --slurm slurm_partition=gpu gpus_per_node=1 timeout_min=240; cluster=local runs the jobs as local processes')
     return ap
+
+# %% ../nbs/12_cli.ipynb #ops00012
+def _stream_papermill_log():
+    "papermill streams a notebook's output through its `papermill` logger at INFO: show those lines (no other library's)."
+    import logging
+    lg = logging.getLogger('papermill')
+    if not any(getattr(h, '_reprod', False) for h in lg.handlers):
+        h = logging.StreamHandler(sys.stdout); h.setFormatter(logging.Formatter('%(message)s')); h._reprod = True
+        lg.addHandler(h)
+    lg.setLevel(logging.INFO)
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `reprod` command."
@@ -116,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == 'tasks': print(list_tasks())
         elif args.cmd == 'notebooks': print('\n'.join(experiment_notebooks()))
-        elif args.cmd == 'run': print(f"done: executed notebook {run_notebook(args.notebook, parse_params(extra), log_output=args.log_output)}")
+        elif args.cmd == 'run':
+            if args.log_output: _stream_papermill_log()
+            print(f"done: executed notebook {run_notebook(args.notebook, parse_params(extra), log_output=args.log_output)}")
         elif args.cmd == 'fuse':
             from reprod.pta.pipeline import run_fusion
             run_fusion(**parse_params(extra))

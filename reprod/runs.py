@@ -61,6 +61,7 @@ def run_notebook(name: str, params: dict | None = None, out_dir: str | Path | No
     out.mkdir(parents=True, exist_ok=True)
     dest = out/'notebook.ipynb'
     os.environ.setdefault('REPROD_PROGRESS', 'log')     # inherited by the kernel papermill starts
+    os.environ.setdefault('TQDM_MININTERVAL', '60')     # every other tqdm bar in the kernel: coarse
     try:
         pm.execute_notebook(str(path), str(dest), parameters=params, kernel_name='python3', progress_bar=progress,
                             log_output=log_output, cwd=str(cwd or Path.cwd()))

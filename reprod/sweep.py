@@ -4,13 +4,14 @@
 
 # %% ../nbs/11_sweep.ipynb #c52e3d8d
 from __future__ import annotations
-import datetime, hashlib, itertools, json, queue
+import datetime, hashlib, itertools, json, os, queue, socket, sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .core import atomic_write_json, atomic_write_text, read_json, resolve_name
@@ -18,8 +19,9 @@ from .runs import notebook_parameters, notebook_path, run_notebook
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'PROTOCOL_ALIASES', 'Run', 'run_status', 'Protocol', 'SelectThenFinal', 'Grid', 'Ablation', 'vfpt_vtab',
-           'vfpt_fgvc', 'mept_superglue', 'pta_ablation', 'vfpt_alpha', 'execute_run', 'scan', 'save_protocol',
-           'load_protocol', 'check_parameters', 'run_sweep', 'status', 'collect']
+           'vfpt_fgvc', 'mept_superglue', 'pta_ablation', 'vfpt_alpha', 'run_once', 'execute_run', 'scan',
+           'save_protocol', 'load_protocol', 'check_notebook_unchanged', 'check_parameters', 'run_sweep', 'status',
+           'collect']
 
 # %% ../nbs/11_sweep.ipynb #f82a737c
 def _slug(v) -> str:
@@ -39,16 +41,24 @@ class Run:
         h = hashlib.sha1(json.dumps([self.notebook, self.params], sort_keys=True, default=str).encode()).hexdigest()[:8]
         return '-'.join([self.stage] + [f'{k}{_slug(v)}' if k != 'task' else _slug(v) for k, v in self.key.items()] + [h])
 
+def _read_record(p: Path) -> tuple[dict | None, str]:
+    "(the JSON object in `p`, '') or (None, why it is unusable): a record cut short must not stop a sweep."
+    try: rec = read_json(p)
+    except (ValueError, OSError) as e: return None, str(e)
+    return (rec, '') if isinstance(rec, dict) else (None, f'{p}: expected a JSON object, got {type(rec).__name__}')
+
 def run_status(d: str | Path) -> dict:
-    "Status of the run folder `d`: done (with metrics), failed (with the error) or pending."
-    d = Path(d)
+    "Status of the run folder `d`: done (with metrics), failed (with the error) or pending (with a note when a record is unreadable)."
+    d, note = Path(d), ''
     if (d/'result.json').exists():
-        try:
-            rec = read_json(d/'result.json')
-            if rec.get('status') == 'done': return {'status': 'done', 'metrics': rec.get('metrics', {})}
-        except (ValueError, OSError): pass   # unreadable: treat as not finished
-    if (d/'error.json').exists(): return {'status': 'failed', 'error': read_json(d/'error.json').get('error', '?')}
-    return {'status': 'pending'}
+        rec, why = _read_record(d/'result.json')
+        if rec is not None and rec.get('status') == 'done': return {'status': 'done', 'metrics': rec.get('metrics', {})}
+        note = f"{why or d/'result.json'}: not a finished record; the run is rerun"   # cut short (killed writer, full disk)
+    if (d/'error.json').exists():
+        rec, why = _read_record(d/'error.json')
+        if rec is not None: return {'status': 'failed', 'error': rec.get('error', '?')}
+        note = note or f'{why}; the run is rerun'
+    return {'status': 'pending', **({'error': note} if note else {})}
 
 # %% ../nbs/11_sweep.ipynb #7c29284a
 @dataclass
@@ -176,33 +186,77 @@ PROTOCOLS = {'vfpt_vtab': vfpt_vtab, 'vfpt_fgvc': vfpt_fgvc, 'vfpt_alpha': vfpt_
 PROTOCOL_ALIASES = {k.replace('_', '-'): k for k in PROTOCOLS}     # 'vfpt-vtab' etc., the spellings of earlier releases
 
 # %% ../nbs/11_sweep.ipynb #32ff4f0f
-def execute_run(run: Run, run_dir: str | Path, device: str | None = None, log_output: bool = False) -> str:
-    "Execute `run` in `run_dir/runs/<run_id>` unless already done; return 'done', 'failed' or 'skipped'."
+def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+def _where() -> dict:
+    "Where a run executes: host, process and, inside a submitit job (Slurm or local), the job id."
+    info = {'host': socket.gethostname(), 'pid': os.getpid()}
+    if 'submitit' in sys.modules:
+        try: info['job_id'] = sys.modules['submitit'].JobEnvironment().job_id
+        except RuntimeError: pass   # submitit imported, but this process is not one of its jobs
+    return info
+
+def _record_failure(d: Path, error: str) -> str:
+    "Write `error.json`; when even that fails (full disk, no permission) the error line says so and still reaches the sweep."
+    try: atomic_write_json(d/'error.json', {'status': 'failed', 'error': error, 'ended': _now()}); return error
+    except OSError as e: return f'{error} (error.json could not be written: {type(e).__name__}: {e})'
+
+def run_once(run: Run, run_dir: str | Path, device: str | None = None, log_output: bool = False, wait: bool = True) -> tuple[str, str]:
+    """Execute `run` in `run_dir/runs/<run_id>` under the run's lock unless already done: (outcome, error line), outcome
+    'done', 'failed', 'skipped' (done before) or 'busy' (another process holds the run and `wait` is False)."""
     d = Path(run_dir)/'runs'/run.run_id
-    if run_status(d)['status'] == 'done': return 'skipped'
-    d.mkdir(parents=True, exist_ok=True)
-    for f in ('error.json', 'result.json'): (d/f).unlink(missing_ok=True)
-    atomic_write_json(d/'run.json', {**asdict(run), 'run_id': run.run_id, 'device': device,
-                                     'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
-    params = dict(run.params)
-    if device is not None and 'device' in notebook_parameters(notebook_path(run.notebook)): params['device'] = device
-    try: run_notebook(run.notebook, params, out_dir=d, log_output=log_output)
-    except Exception as e:   # any failure is recorded with its message; the sweep goes on
-        atomic_write_json(d/'error.json', {'status': 'failed', 'error': f'{type(e).__name__}: {e}'}); return 'failed'
-    if run_status(d)['status'] != 'done':
-        atomic_write_json(d/'error.json', {'status': 'failed', 'error': 'the notebook finished without writing result.json'})
-        return 'failed'
-    return 'done'
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(d/'.lock')
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout: return 'busy', f'{d}: being run by another sweep process'
+    except OSError as e: return 'failed', f'{type(e).__name__}: {e}'     # not even the run folder can be written
+    try:
+        if run_status(d)['status'] == 'done': return 'skipped', ''    # finished by another process while we waited
+        try:
+            for f in ('error.json', 'result.json'): (d/f).unlink(missing_ok=True)
+            atomic_write_json(d/'run.json', {**asdict(run), 'run_id': run.run_id, 'device': device, 'started': _now(), **_where()})
+            params = dict(run.params)
+            if device is not None and 'device' in notebook_parameters(notebook_path(run.notebook)): params['device'] = device
+            run_notebook(run.notebook, params, out_dir=d, log_output=log_output)
+        except Exception as e:   # any failure (a cell, a full disk, a permission) is recorded with its message; the sweep goes on
+            return 'failed', _record_failure(d, f'{type(e).__name__}: {e}')
+        if run_status(d)['status'] != 'done': return 'failed', _record_failure(d, 'the notebook finished without writing result.json')
+        return 'done', ''
+    finally: lock.release()
+
+def execute_run(run: Run, run_dir: str | Path, device: str | None = None, log_output: bool = False) -> str:
+    "Execute `run` in `run_dir/runs/<run_id>` unless already done (waiting for another process that runs it); 'done', 'failed' or 'skipped'."
+    return run_once(run, run_dir, device, log_output)[0]
 
 def scan(run_dir: str | Path) -> dict:
     "run_id -> status dict for every run folder under `run_dir/runs`."
     return {d.name: run_status(d) for d in sorted((Path(run_dir)/'runs').glob('*')) if d.is_dir()}
 
-def save_protocol(run_dir, name: str, kwargs: dict) -> dict:
-    "Record (or check) which protocol this run directory belongs to."
+# %% ../nbs/11_sweep.ipynb #ops00010
+def _differences(old, new, at: str = '') -> list[str]:
+    "'key: old -> new' for every leaf where two JSON values differ."
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            q = f'{at}.{k}' if at else str(k)
+            out += ([f'{q}: not set -> {new[k]!r}'] if k not in old else [f'{q}: {old[k]!r} -> not set'] if k not in new
+                    else _differences(old[k], new[k], q))
+        return out
+    return [] if old == new else [f'{at or "value"}: {old!r} -> {new!r}']
+
+def save_protocol(run_dir, name: str, kwargs: dict, notebook_params: dict | None = None) -> dict:
+    """Record (or check) which protocol this run directory belongs to; `notebook_params` (the notebook's parameters
+    cell when the sweep starts) are recorded so that a resume can tell the notebook changed."""
     p, spec = Path(run_dir)/'sweep.json', json.loads(json.dumps({'protocol': name, 'kwargs': kwargs}, default=list))
-    if p.exists() and (old := read_json(p)) != spec:
-        raise ValueError(f"{run_dir} already holds a different sweep ({old['protocol']} {old['kwargs']}); use another run_dir")
+    if p.exists():
+        old = read_json(p)
+        if diffs := _differences({k: old.get(k) for k in spec}, spec):
+            raise ValueError(f"{run_dir} already holds a different sweep ({p}): {'; '.join(diffs)}. Resume it as recorded with "
+                             f"`reprod sweep run {run_dir}` (no protocol, options or parameters), or start a new run directory "
+                             f"for the new settings: `reprod sweep run NEW_DIR {name} ...`")
+        return old
+    if notebook_params is not None: spec['notebook_parameters'] = dict(notebook_params)
     atomic_write_json(p, spec); return spec
 
 def load_protocol(run_dir) -> Protocol:
@@ -212,6 +266,19 @@ def load_protocol(run_dir) -> Protocol:
     name = resolve_name(spec['protocol'], PROTOCOLS, what=f'protocol (in {p})', aliases=PROTOCOL_ALIASES)
     return PROTOCOLS[name](**spec['kwargs'])
 
+def check_notebook_unchanged(run_dir, proto: Protocol) -> None:
+    """Fail when the notebook's parameters cell (names or defaults) changed since the sweep in `run_dir` started: the runs
+    done so far ran the old notebook, so new runs would not be comparable with them."""
+    p = Path(run_dir)/'sweep.json'
+    rec = read_json(p).get('notebook_parameters')
+    if rec is None: return          # recorded by an older reprod: nothing to compare with
+    now = notebook_parameters(notebook_path(proto.notebook))
+    if diffs := _differences(rec, now):
+        raise ValueError(f"notebook {proto.notebook!r} ({notebook_path(proto.notebook)}) changed its parameters since the sweep in {run_dir} "
+                         f"started ({p}): {'; '.join(diffs)}. Its finished runs used the old notebook; start a new run directory "
+                         f"for the changed notebook (`reprod sweep run NEW_DIR {read_json(p)['protocol']} ...`), or restore the "
+                         f"notebook's parameters to resume this one.")
+
 def check_parameters(proto: Protocol) -> None:
     "Fail before anything is written when the protocol would pass a parameter its notebook does not declare."
     declared = notebook_parameters(notebook_path(proto.notebook))
@@ -219,6 +286,7 @@ def check_parameters(proto: Protocol) -> None:
     if bad := sorted(given - set(declared)):
         raise ValueError(f"unknown parameter(s) {bad} for notebook {proto.notebook!r}; it declares: {', '.join(declared)}")
 
+# %% ../nbs/11_sweep.ipynb #4ef38e62
 def _devices(devices, workers):
     if devices in (None, 'cpu'): return [None] * max(1, workers)
     if devices in ('cuda', 'gpu', 'all'):
@@ -228,26 +296,44 @@ def _devices(devices, workers):
         return [f'cuda:{i}' for i in range(n)]
     return list(devices)
 
-# %% ../nbs/11_sweep.ipynb #4ef38e62
-def _run_round(todo, run_dir, slots, slurm, progress, desc):
-    if slurm is not None:
-        try: import submitit
-        except ImportError: raise ImportError("slurm=... needs submitit (pip install submitit)") from None
-        ex = submitit.AutoExecutor(folder=Path(run_dir)/'slurm'); ex.update_parameters(**slurm)
-        jobs = ex.map_array(execute_run, todo, [str(run_dir)] * len(todo))
-        return [j.result() for j in tqdm(jobs, desc=desc, disable=not progress)]
+def _submit_round(todo, run_dir, slurm, progress, desc) -> dict:
+    "One job array per round through submitit (`cluster=local` runs the jobs as local processes): run_id -> (outcome, error)."
+    try: import submitit
+    except ImportError: raise ImportError("slurm=... needs submitit (pip install submitit)") from None
+    opts = dict(slurm); cluster = opts.pop('cluster', None)
+    ex = submitit.AutoExecutor(folder=Path(run_dir)/'slurm', cluster=cluster); ex.update_parameters(**opts)
+    n = len(todo)   # a job never waits for a run another sweep holds: it answers 'busy' and the run stays for the next call
+    jobs = ex.map_array(run_once, todo, [str(run_dir)] * n, [None] * n, [False] * n, [False] * n)
+    print(f"{desc}: {n} run(s) submitted as one job array ({ex.cluster}, jobs {jobs[0].job_id} .. {jobs[-1].job_id}, logs in {Path(run_dir)/'slurm'})",
+          flush=True)
+    out = {}
+    for r, j in zip(todo, tqdm(jobs, desc=desc, disable=not progress)):
+        try: out[r.run_id] = j.result()
+        except Exception as e:   # killed, timed out, preempted, node lost: like a killed sweep, the run is unfinished (pending)
+            out[r.run_id] = ('lost', f'job {j.job_id} ended without a result ({str(e).strip().splitlines()[0]}); '
+                                     'the next `reprod sweep run` resubmits it')
+    return out
+
+def _run_round(todo, run_dir, slots, slurm, progress, desc) -> dict:
+    "Execute the runs `todo` (threads over `slots`, or submitit); run_id -> (outcome, error line)."
+    if slurm is not None: return _submit_round(todo, run_dir, slurm, progress, desc)
     free = queue.Queue(); [free.put(s) for s in slots]
-    def one(r):
+    def one(r, wait):
         dev = free.get()
-        try: return execute_run(r, run_dir, dev)
+        try: return r.run_id, run_once(r, run_dir, dev, wait=wait)
         finally: free.put(dev)
     ex = ThreadPoolExecutor(len(slots))
-    futs = [ex.submit(one, r) for r in todo]
-    try: return [f.result() for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=not progress)]
+    try:
+        futs = [ex.submit(one, r, False) for r in todo]        # runs another sweep process holds are passed over first ...
+        out = dict(f.result() for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=not progress))
+        busy = [r for r in todo if out[r.run_id][0] == 'busy']
+        out.update(f.result() for f in as_completed([ex.submit(one, r, True) for r in busy]))   # ... then waited for
+        return out
     except KeyboardInterrupt:   # Ctrl-C: drop the queued runs; running ones stay unfinished and rerun on resume
         ex.shutdown(wait=False, cancel_futures=True); raise
     finally: ex.shutdown(wait=False)
 
+# %% ../nbs/11_sweep.ipynb #ops00011
 def run_sweep(run_dir: str | Path, protocol: str | None = None, workers: int = 1, devices=None, slurm: dict | None = None,
               progress: bool = True, **kwargs) -> pd.DataFrame:
     "Run (or resume) the sweep in `run_dir`; `protocol` + `kwargs` name it on first use. Returns `status(run_dir)`."
@@ -259,23 +345,30 @@ def run_sweep(run_dir: str | Path, protocol: str | None = None, workers: int = 1
         if isinstance(proto, SelectThenFinal) and 'paper_settings' in PROTOCOLS[protocol].__code__.co_varnames:
             # freeze the paper's per-task settings into the record: run ids must not change if reprod.paper does
             kwargs = {**kwargs, 'task_params': proto.task_params, 'paper_settings': False}
-        save_protocol(run_dir, protocol, kwargs)
-    proto, slots, tried, k = load_protocol(run_dir), _devices(devices, workers), set(), 0
+        save_protocol(run_dir, protocol, kwargs, notebook_parameters(notebook_path(proto.notebook)))
+    proto, slots, tried, k, outcomes = load_protocol(run_dir), _devices(devices, workers), set(), 0, {}
+    check_notebook_unchanged(run_dir, proto)
     while True:
         results = scan(run_dir)
         todo = [r for r in proto.plan(results) if results.get(r.run_id, {}).get('status') != 'done' and r.run_id not in tried]
         if not todo: break
         tried |= {r.run_id for r in todo}; k += 1
-        _run_round(todo, run_dir, slots, slurm, progress, f'sweep round {k}')
-    return collect(run_dir)[0]
+        outcomes.update(_run_round(todo, run_dir, slots, slurm, progress, f'sweep round {k}'))
+    try: return collect(run_dir, outcomes=outcomes)[0]
+    except OSError as e:   # the tables cannot be written (full disk): still report every run
+        print(f"reprod.sweep: could not write the tables in {run_dir} ({type(e).__name__}: {e})", file=sys.stderr)
+        return collect(run_dir, write=False, outcomes=outcomes)[0]
 
 # %% ../nbs/11_sweep.ipynb #fdc3213a
-def status(run_dir) -> pd.DataFrame:
-    "One row per planned run: stage, key (task, lr, seed, ...), status, error line, numeric metrics."
+def status(run_dir, outcomes: dict | None = None) -> pd.DataFrame:
+    """One row per planned run: stage, key (task, lr, seed, ...), status, error line, numeric metrics. `outcomes` (run_id ->
+    (outcome, error) from this process) fills in what the disk cannot say: a failure whose error.json could not be written."""
     proto, results = load_protocol(run_dir), scan(run_dir)
     rows, seen = [], set()
     for r in proto.plan(results):
         s = results.get(r.run_id, {'status': 'pending'}); seen.add(r.run_id)
+        if s['status'] == 'pending' and (o := (outcomes or {}).get(r.run_id)) and o[1]:
+            s = {'status': 'failed' if o[0] == 'failed' else 'pending', 'error': o[1]}
         rows.append({'run_id': r.run_id, 'stage': r.stage, **r.key, 'status': s['status'], 'error': s.get('error', ''),
                      **{k: v for k, v in s.get('metrics', {}).items() if isinstance(v, (int, float))}})
     cols = ['run_id', 'stage', 'status', 'error']
@@ -287,9 +380,9 @@ def _markdown(df: pd.DataFrame) -> str:
     lines = ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)]
     return '\n'.join(lines + ['| ' + ' | '.join(fmt(v).replace('|', '/') for v in row) + ' |' for row in df.itertuples(index=False)]) + '\n'
 
-def collect(run_dir, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(run_dir, write: bool = True, outcomes: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(runs table, results table beside the paper) for the sweep in `run_dir`; also written as CSV + Markdown."
-    proto, runs = load_protocol(run_dir), status(run_dir)
+    proto, runs = load_protocol(run_dir), status(run_dir, outcomes)
     summ = proto.summarize(runs)
     if proto.paper is not None and len(summ):
         from reprod import paper
