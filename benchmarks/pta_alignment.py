@@ -3,6 +3,7 @@
     python benchmarks/pta_alignment.py                      # 2 real 2048-token WikiText docs, SmolLM2 -> Gemma-3-270m, real top-10
     python benchmarks/pta_alignment.py --docs 4 --ref-docs 2 --synthetic   # random top-10 instead of running the two models
     python benchmarks/pta_alignment.py --device cuda        # OT on the GPU
+    python benchmarks/pta_alignment.py --released ~/PTA-LLM --ref-docs 1   # also time the released code itself (a checkout of it)
 
 The reference (`ref_align_doc`) is written from a description of the released per-position loop:
 Python DTW over a Python list matrix with one compiled edit-distance call per cell (as the official code calls `editdistance`),
@@ -10,6 +11,13 @@ Python loops over positions, and the repo's Sinkhorn on 10x10 numpy arrays. `rep
 compute the same thing; every position's {target id: value} must agree (ids exactly, values to 1e-9 relative).
 Also reported: the default (paper-intent) configuration's throughput and the memory of the teacher tensors per sequence:
 dense [T, V] (as the official collator builds) vs sparse [T, K] ids + probs.
+
+With `--released PATH` (the root of a checkout of github.com/runtsang/PTA-LLM; never copied into this project), the released
+`src.utils.others.transform_step_logits_ot` is imported from PATH at run time and run on the same documents and top-k
+(soft vocabulary alignment with reprod's vocabulary map, window 10, epsilon 1e-5, as its `token_alignment_ot.py` calls it);
+its outputs must equal reprod's faithful ones and the speedup over it is printed (target >= 200x). It needs the released
+code's own dependency `editdistance` (and scipy). Its tokenizer-class -> word-marker table predates the transformers 5
+tokenizer classes, so the two tokenizers' classes are registered in it with the markers reprod detects.
 """
 import argparse, math, os, resource, sys, time
 from pathlib import Path
@@ -106,6 +114,35 @@ def compare(ours, ref, rtol=1e-9):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+def load_released(path):
+    "The released code's `src.utils.others` module, imported from the checkout at `path` (its repository root)."
+    root = Path(path).expanduser().resolve()
+    if not (root/'src'/'utils'/'others.py').is_file():
+        raise SystemExit(f"--released {path}: expected the root of a PTA-LLM checkout (a folder with src/utils/others.py)")
+    sys.path.insert(0, str(root))
+    try: from src.utils import others
+    except ModuleNotFoundError as e:
+        raise SystemExit(f"--released: the released code imports {e.name!r}, which is not installed (pip install {e.name})") from None
+    finally: sys.path.remove(str(root))
+    if not Path(others.__file__).resolve().is_relative_to(root):
+        raise SystemExit(f"--released: `src.utils.others` resolved to {others.__file__}, not inside {root} (another `src` package is importable)")
+    return others
+
+
+def released_align_doc(others, s_tok, t_tok, vm, srow, trow, window=10, eps=1e-5):
+    "Per target position {target id: value} from the released `transform_step_logits_ot` (target = its base model)."
+    for tok, marker in ((s_tok, vm.src_marker), (t_tok, vm.tgt_marker)):
+        if others.TOKENIZER_TO_SPECIAL_TOKEN.setdefault(type(tok), marker) != marker:
+            raise SystemExit(f"--released: both tokenizers are {type(tok).__name__} but use different word markers; the released code keys markers by class")
+    vals, ids = others.transform_step_logits_ot(
+        base_model_tokenizer=t_tok, blending_model_tokenizer=s_tok, base_model_vocab=t_tok.get_vocab(),
+        base_model_input_ids=trow.input_ids.tolist(), blending_model_input_ids=srow.input_ids.tolist(),
+        blending_model_per_step_logits=srow.topk_logits.tolist(), base_model_per_step_logits=trow.topk_logits.tolist(),
+        base_model_per_step_indices=trow.topk_ids.tolist(), blending_model_per_step_indices=srow.topk_ids.tolist(),
+        vocab_align_type='soft', blending_to_base_mapping=vm.str_map, epsilon_input=eps, logits_number=window)
+    return [{int(i): float(v) for i, v in zip(ii, vv)} for ii, vv in zip(ids, vals)]
+
+
 def load_tokenizer(name):
     from reprod.models import load_tokenizer as _load
     return _load(name)
@@ -157,7 +194,10 @@ def main(argv=None):
     ap.add_argument('--synthetic', action='store_true', help='random top-k instead of running SmolLM2 and Gemma')
     ap.add_argument('--device', default='cpu'); ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--cache', default=str(Path.home()/'.cache'/'reprod'/'vocabmap'))
+    ap.add_argument('--released', default=None, metavar='PATH', help='root of a checkout of the released PTA-LLM code: also time it')
+    ap.add_argument('--released-docs', type=int, default=1, help='documents the released code aligns (about a minute each)')
     a = ap.parse_args(argv)
+    others = load_released(a.released) if a.released else None
     from reprod.core import shared_data_dir
     from reprod.pta.pairing import build_vocab_map
     from reprod.pta.align import AlignConfig, align_doc, KINDS
@@ -185,7 +225,7 @@ def main(argv=None):
             t = time.perf_counter(); outs = [align_doc(vm, srows[d], trows[d], cfg) for d in range(n)]; best = min(best, time.perf_counter() - t)
         return best, outs
 
-    faithful = AlignConfig.faithful(device=a.device)
+    faithful = AlignConfig(faithful=True, device=a.device)
     run(faithful, 1)                                                     # warm-up (numba / torch)
     t_ours, outs = run(faithful, len(docs))
     t_def, outs_def = run(AlignConfig(device=a.device), len(docs))
@@ -212,6 +252,22 @@ def main(argv=None):
     print(f'reprod default    ({a.device}): {pr_def:,.0f} positions/s ({t_def / len(docs) * 1e3:.1f} ms per doc)')
     print(f'outputs identical to the reference: {bad == 0} ({bad} differing positions of {T_ref})')
     print(f'SPEEDUP faithful vs reference: {pr_ours / pr_ref:.0f}x (target >= 100x)')
+    res = dict(speedup=pr_ours / pr_ref, identical=bad == 0)
+    if others is not None:
+        n_rel = min(a.released_docs, len(docs))
+        t = time.perf_counter()
+        rel = [released_align_doc(others, s_tok, t_tok, vm, srows[d], trows[d]) for d in range(n_rel)]
+        t_rel = time.perf_counter() - t
+        T_rel = sum(len(docs[d][1]) for d in range(n_rel))
+        diff = [compare([outs[d].pairs(i) for i in range(len(docs[d][1]))], rel[d]) for d in range(n_rel)]
+        n_bad = sum(map(len, diff))
+        pr_rel = T_rel / t_rel
+        print(f'released code ({a.released}): {pr_rel:,.0f} positions/s ({t_rel / n_rel:.2f} s per doc, {n_rel} doc(s), {T_rel} positions)')
+        print(f'outputs identical to the released code: {n_bad == 0} ({n_bad} differing positions of {T_rel}'
+              + (f'; first at doc 0 positions {diff[0][:5]}' if n_bad and diff[0] else '') + ')')
+        print(f'SPEEDUP faithful vs released code: {pr_ours / pr_rel:.0f}x (target >= 200x)')
+        res.update(speedup_released=pr_ours / pr_rel, identical_released=n_bad == 0)
+        res['identical'] = res['identical'] and n_bad == 0
 
     # memory of one sequence's teacher: dense [T, V] as the official collator builds it vs sparse [T, K]
     L, V = len(docs[0][1]), vm.tgt_vocab_size
@@ -223,7 +279,7 @@ def main(argv=None):
     r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f'teacher memory per {L}-token sequence: sparse [T,{o.ids.shape[1]}] int32+fp32 {sparse_bytes / 2**20:.2f} MiB; '
           f'dense [T,{V}] bf16 {dense_bytes / 2**20:.0f} MiB (peak RSS +{(r1 - r0) / 1024:.0f} MiB); ratio {dense_bytes / sparse_bytes:.0f}x')
-    return dict(speedup=pr_ours / pr_ref, identical=bad == 0)
+    return res
 
 
 if __name__ == '__main__':

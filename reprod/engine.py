@@ -116,15 +116,18 @@ def classification_loss(model: nn.Module, batch) -> torch.Tensor:
 def classification_eval(model: nn.Module, loader: Iterable, device: torch.device, precision: str = 'auto') -> dict:
     "Top-1 accuracy (%) and mean cross-entropy of `model` over `loader`."
     was_training = model.training; model.eval()
-    correct = n = 0; loss = 0.0
+    device = torch.device(device)
+    # sums stay on the device (read once at the end), so the host never waits for a batch before launching the next
+    loss = torch.zeros((), dtype=torch.float32 if device.type == 'mps' else torch.float64, device=device)
+    correct, n = torch.zeros((), dtype=torch.long, device=device), 0
     for batch in loader:
         x, y = to_device(batch, device)
         with autocast(device, precision): logits = model(x).float()
-        loss += F.cross_entropy(logits, y, reduction='sum').item()
-        correct += (logits.argmax(-1) == y).sum().item(); n += len(y)
+        loss += F.cross_entropy(logits, y, reduction='sum').to(loss.dtype)
+        correct += (logits.argmax(-1) == y).sum(); n += len(y)
     model.train(was_training)
     if n == 0: raise ValueError("evaluation loader is empty")
-    return {'top1': 100.0 * correct / n, 'loss': loss / n, 'n': n}
+    return {'top1': 100.0 * correct.item() / n, 'loss': loss.item() / n, 'n': n}
 
 # %% ../nbs/05_engine.ipynb #eb2bf6ef
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
