@@ -17,7 +17,7 @@ LAYERS = [
     ['models'], ['engine'], ['adapters'],
     {'vfpt': ['vfpt.prompts', 'vfpt.vit', 'vfpt.swin', 'vfpt', 'vfpt.analysis'], 'mept': ['mept', 'mept.pathways'],
      'pta': ['pta.logits', 'pta.pairing', 'pta.align', 'pta.fusion', 'pta.train', 'pta.pipeline']},
-    ['runs'], ['sweep'], ['cli'],
+    ['runs'], ['sweep'], ['studies'], ['cli'],
 ]
 
 

@@ -24,7 +24,8 @@ from ..engine import Recipe, to_device, autocast
 __all__ = ['METHODS', 'METHOD_ALIASES', 'PROMPT_BUILDERS', 'MEPTConfig', 'method_config', 'rms_norm', 'RouteRecorder',
            'MoEPrompt', 'DeepPrompt', 'backbone_parts', 'MEPTModel', 'get_mept_model', 'expected_trainable',
            'prompt_token_report', 'label_candidates', 't2t_loss', 'cls_loss', 'consistency_loss', 'predict',
-           'make_eval_fn', 'build_backbone', 'superglue_loaders', 'superglue_recipe', 'evaluate_test']
+           'make_eval_fn', 'build_backbone', 'superglue_loaders', 'superglue_recipe', 'evaluate_test',
+           'majority_metrics']
 
 # %% ../../nbs/08a_mept.ipynb #180dfe7c
 METHODS = ('mept', 'prompt_tuning', 'ptuning_v2', 'smop', 'full', 'linear')
@@ -541,7 +542,7 @@ def superglue_loaders(data: sg.TaskData, tokenizer, form: str, prompt_len: int, 
         loaders[split] = sg.make_loader(ds, batch_size=batch_size if split == 'train' else eval_batch_size, shuffle=split == 'train', seed=seed)
     return loaders, rows
 
-def superglue_recipe(epochs: int = 6, lr: float = 0.3, weight_decay: float = 0.01, max_steps: int | None = None) -> Recipe:
+def superglue_recipe(epochs: int = 6, lr: float = 0.003, weight_decay: float = 0.01, max_steps: int | None = None) -> Recipe:
     "The SMoP recipe MEPT's released code trains with: Adafactor (fixed lr), 6% linear warm-up, linear decay per step, fp32."
     return Recipe(epochs=epochs, max_steps=max_steps, lr=lr, weight_decay=weight_decay, optimizer='adafactor', warmup=0.06,
                   schedule='linear', schedule_unit='step', precision='fp32', compile=False)
@@ -554,3 +555,11 @@ def evaluate_test(net: MEPTModel, loader, rows: list[dict], task, tokenizer, for
     metrics = {f'test/{k}': v for k, v in sg.score_rows(task, rows, preds, 'superglue').items()}
     metrics.update({f'test/faithful_{k}': v for k, v in sg.score_rows(task, rows, preds, 'faithful').items() if k != 'n'})
     return {**metrics, 'test/loss': loss}, preds, rec
+
+def majority_metrics(task, train_rows: list[dict], test_rows: list[dict]) -> dict:
+    "The official metrics of always predicting the training split's most frequent label: the floor a method must beat."
+    t = sg.get_task(task)
+    if t.name == 'record': return {}          # a span-selection task has no majority class
+    labels = [r['label'] for r in train_rows]
+    top = max(sorted(set(labels)), key=labels.count)
+    return {f'test/majority_{k}': v for k, v in sg.score_rows(t, test_rows, [top] * len(test_rows), 'superglue').items() if k != 'n'}

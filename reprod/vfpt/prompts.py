@@ -8,13 +8,14 @@ import math, random
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from ..core import resolve_name
 from ..engine import Recipe
 
 # %% auto #0
-__all__ = ['METHODS', 'METHOD_ALIASES', 'LR_GRID', 'WD_GRID', 'VFPTConfig', 'method_config', 'fourier_layer_mask', 'fft_real',
-           'fourier_prompts', 'vtab_recipe']
+__all__ = ['METHODS', 'METHOD_ALIASES', 'LR_GRID', 'WD_GRID', 'VFPTConfig', 'method_config', 'init_head', 'fourier_layer_mask',
+           'fft_real', 'fourier_prompts', 'vtab_recipe']
 
 # %% ../../nbs/07a_vfpt.prompts.ipynb #6c27126a
 _DIMS, _LOCS, _LAYERS, _TUNING = ('all', 'sequence', 'hidden'), ('prepend', 'append', 'random'), ('all', 'former', 'later', 'mixed'), ('prompt', 'linear', 'full')
@@ -33,7 +34,7 @@ class VFPTConfig:
     project: int = -1                  # > 0: prompts of this dim + a trained Linear to the model dim
     tuning: str = 'prompt'             # 'prompt' | 'linear' | 'full'
     backbone: str = ''                 # recorded for from_pretrained; filled by get_vfpt_model
-    faithful: bool = False             # True: the released code's choices where it differs from the method (Swin's window pairing)
+    faithful: bool = False             # True: the released code's choices where it differs from the method (head init, Swin's window pairing)
 
     def __post_init__(self):
         def bad(name, want): raise ValueError(f"VFPTConfig.{name}={getattr(self, name)!r}: expected {want}")
@@ -60,6 +61,16 @@ def method_config(method: str, num_classes: int, num_tokens: int = 10, fourier_p
     if method == 'vfpt': return VFPTConfig(num_classes, num_tokens, fourier_percentage, **kw)
     if method in ('vpt_deep', 'vpt_shallow'): return VFPTConfig(num_classes, num_tokens, 0.0, deep=method == 'vpt_deep', **kw)
     return VFPTConfig(num_classes, 0, 0.0, tuning=method, **kw)
+
+# %% ../../nbs/07a_vfpt.prompts.ipynb #hd000002
+def init_head(head: nn.Linear, faithful: bool = False) -> nn.Linear:
+    "Zero weight and bias (default), or the released code's kaiming-normal (fan_out) weight and −4.6 bias (`faithful`)."
+    if faithful:
+        nn.init.kaiming_normal_(head.weight, a=0, mode='fan_out')
+        nn.init.constant_(head.bias, -math.log((1 - 0.01) / 0.01))
+    else:
+        nn.init.zeros_(head.weight); nn.init.zeros_(head.bias)
+    return head
 
 # %% ../../nbs/07a_vfpt.prompts.ipynb #e01c2cc8
 def fourier_layer_mask(n_layers: int, which: str = 'all') -> torch.Tensor:

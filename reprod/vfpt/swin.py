@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformer
 
 from ..adapters import AdapterModel
-from .prompts import VFPTConfig, fourier_layer_mask, fourier_prompts
+from .prompts import VFPTConfig, fourier_layer_mask, fourier_prompts, init_head
 
 # %% auto #0
 __all__ = ['prompted_window_attention', 'prompted_swin_block', 'prompted_patch_merging', 'SwinVFPTModel']
@@ -92,9 +92,7 @@ class SwinVFPTModel(AdapterModel):
             self.prompts = nn.ParameterList([nn.Parameter(torch.empty(n, c.num_tokens, d).uniform_(-bound, bound)) for n, d in zip(sizes, dims) if n])
             self.prompt_dropout = nn.Dropout(c.dropout)
             self.register_buffer('fourier_mask', fourier_layer_mask(sum(self.depths), c.fourier_layers), persistent=False)
-        self.head = nn.Linear(backbone.num_features, c.num_classes)
-        nn.init.kaiming_normal_(self.head.weight, a=0, mode='fan_out')
-        nn.init.constant_(self.head.bias, -math.log((1 - 0.01) / 0.01))
+        self.head = init_head(nn.Linear(backbone.num_features, c.num_classes), c.faithful)
         for p in backbone.parameters(): p.requires_grad = c.tuning == 'full'
 
     def train(self, mode: bool = True):

@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
 from ..adapters import AdapterModel
-from .prompts import VFPTConfig, fourier_layer_mask, fourier_prompts
+from .prompts import VFPTConfig, fourier_layer_mask, fourier_prompts, init_head
 
 # %% auto #0
 __all__ = ['VFPTModel']
@@ -40,9 +40,7 @@ class VFPTModel(AdapterModel):
             self.prompt_dropout = nn.Dropout(c.dropout)
             # which layers' prompts are transformed is decided over the model's depth (shallow prompts = layer 1's)
             self.register_buffer('fourier_mask', fourier_layer_mask(n_layers, c.fourier_layers)[:self.prompts.shape[0]], persistent=False)
-        self.head = nn.Linear(d, c.num_classes)
-        nn.init.kaiming_normal_(self.head.weight, a=0, mode='fan_out')
-        nn.init.constant_(self.head.bias, -math.log((1 - 0.01) / 0.01))
+        self.head = init_head(nn.Linear(d, c.num_classes), c.faithful)
         for p in backbone.parameters(): p.requires_grad = c.tuning == 'full'
 
     def train(self, mode: bool = True):
