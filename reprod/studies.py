@@ -4,7 +4,7 @@
 
 # %% ../nbs/11b_studies.ipynb #st000003
 from __future__ import annotations
-import shutil
+import shutil, textwrap
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +99,13 @@ def plot_study(study_dir: str | Path, title: str | None = None):
             if not len(v): continue
             ax.bar(i, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, color=f'C{i}', alpha=.55, capsize=4)
             ax.plot(i + np.linspace(-0.12, 0.12, len(v)) * (len(v) > 1), v, 'o', color=f'C{i}', mec='k', ms=4)   # the seeds
-            ax.text(i, v.mean(), f'{v.mean():.3g}', ha='center', va='bottom', fontsize=7)
+            ax.text(i, v.mean(), f'{v.mean():.4g}', ha='center', va='bottom', fontsize=7)
         if base and (bm := base['metrics'].get(m)) in d:      # e.g. the majority class's score under this metric
             ax.axhline(float(d[bm].iloc[0]) * scale, ls='--', color='gray', lw=1, label=base['label']); ax.legend(fontsize=7)
         ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
         ax.set_ylabel(m); ax.set_title(t or '', fontsize=9); ax.grid(axis='y', alpha=.3)
         if spec.get('lower_is_better'): ax.set_ylabel(f'{m} (lower is better)')
-    fig.suptitle(title if title is not None else spec['title'], fontsize=10)
+    fig.suptitle(textwrap.fill(title if title is not None else spec['title'], 70 + 25 * (len(panels) - 1)), fontsize=9)   # long titles wrap
     fig.tight_layout(); return fig
 
 # %% ../nbs/11b_studies.ipynb #st000016
