@@ -13,7 +13,7 @@ import numba
 import torch
 
 from ..core import get_device
-from .pairing import VocabMap, Pairing, pair_id_arrays
+from .pairing import VocabMap, Pairing, pair_id_arrays, check_related, UNRELATED_COST
 
 # %% auto #0
 __all__ = ['SOLVERS', 'COST_STRIPS', 'ASSIGNS', 'KINDS', 'AlignConfig', 'sinkhorn', 'assign_masses', 'transport', 'ot_costs',
@@ -51,13 +51,18 @@ class AlignConfig:
                             ('mass_to_prob', self.mass_to_prob, ('normalize', 'softmax')), ('fallback', self.fallback, ('next', 'current')),
                             ('pair_on', self.pair_on, ('next', 'current'))):
             if val not in ok: raise ValueError(f"AlignConfig {nm}={val!r}: expected one of {ok}")
-        if not (isinstance(self.window, int) and self.window >= 1): raise ValueError(f"AlignConfig window={self.window!r}: expected an int >= 1")
-        for nm in ('reg', 'tol'):
+        for nm in ('window', 'max_iter'):      # bool is an int subclass: True would silently mean 1
             v = getattr(self, nm)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0): raise ValueError(f"AlignConfig {nm}={v!r}: expected a finite number > 0")
-        if not (isinstance(self.max_iter, int) and self.max_iter >= 1): raise ValueError(f"AlignConfig max_iter={self.max_iter!r}: expected an int >= 1")
-        if not self.temperature > 0: raise ValueError(f"AlignConfig temperature={self.temperature!r}: expected > 0")
-
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1): raise ValueError(f"AlignConfig {nm}={v!r}: expected an int >= 1")
+        for nm in ('reg', 'tol', 'temperature'):
+            v = getattr(self, nm)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+                raise ValueError(f"AlignConfig {nm}={v!r}: expected a finite number > 0")
+        for nm in ('transport', 'faithful'):
+            if not isinstance(getattr(self, nm), bool): raise ValueError(f"AlignConfig {nm}={getattr(self, nm)!r}: expected True or False")
+        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point): raise ValueError(f"AlignConfig dtype={self.dtype!r}: expected a floating torch dtype")
+        try: self.device in (None, '', 'auto') or torch.device(self.device)     # availability is checked when used (get_device)
+        except (RuntimeError, TypeError): raise ValueError(f"AlignConfig device={self.device!r}: expected 'auto' or a torch device such as 'cpu' or 'cuda'") from None
 
 # %% ../../nbs/09c_pta.align.ipynb #92d433ea
 def sinkhorn(cost: torch.Tensor, r: torch.Tensor, c: torch.Tensor, reg: float = 1 / 30, tol: float = 1e-5,
@@ -274,6 +279,7 @@ class AlignedDoc:
     mask: torch.Tensor       # [N, K] bool support
     kind: torch.Tensor       # [N] int8 index into KINDS
     ot_iters: torch.Tensor   # [n_ot] Sinkhorn sweeps of the OT problems
+    related: bool = True     # False: the pairing cost says source and target are probably different texts (warned)
 
     def pairs(self, i: int) -> dict:
         "{target id: raw value} at position i (the released code's per-position output)."
@@ -360,7 +366,8 @@ def _check_inputs(vmap: VocabMap, src_row, tgt_row, cfg: AlignConfig):
     if cfg.window > min(k, kt): raise ValueError(f"AlignConfig window={cfg.window} exceeds the stored top-k (source k={k}, target k={kt})")
 
 # %% ../../nbs/09c_pta.align.ipynb #e6f00003
-def align_doc(vmap: VocabMap, src_row, tgt_row, cfg: AlignConfig | None = None, pairing: Pairing | None = None) -> AlignedDoc:
+def align_doc(vmap: VocabMap, src_row, tgt_row, cfg: AlignConfig | None = None, pairing: Pairing | None = None, doc=None,
+              unrelated_cost: float = UNRELATED_COST) -> AlignedDoc:
     "Probabilistic token alignment of one document: the source's top-k distributions carried onto the target's positions and ids."
     cfg = cfg or AlignConfig()
     _check_inputs(vmap, src_row, tgt_row, cfg)
@@ -370,6 +377,7 @@ def align_doc(vmap: VocabMap, src_row, tgt_row, cfg: AlignConfig | None = None, 
     k, kt, w, N = s_top.shape[1], t_top.shape[1], cfg.window, len(t_in)
     if pairing is None: pairing = pair_id_arrays(s_in, t_in, vmap.src_tokens, vmap.tgt_tokens, vmap.src_marker, vmap.tgt_marker)
     if (pairing.n_src, pairing.n_tgt) != (len(s_in), N): raise ValueError(f"pairing is {pairing.n_src}x{pairing.n_tgt}, documents are {len(s_in)}x{N}")
+    related = check_related(pairing, doc, unrelated_cost)      # warns (naming `doc`) when the two sides look like different texts
     K = max(k, w)
     ids = np.zeros((N, K), np.int64); vals = np.zeros((N, K), np.float64); mask = np.zeros((N, K), bool); kind = np.zeros(N, np.int8)
     spos, single, gate = _gate(vmap, s_in, t_in, pairing.one_to_one, cfg)
@@ -403,27 +411,27 @@ def align_doc(vmap: VocabMap, src_row, tgt_row, cfg: AlignConfig | None = None, 
         mv = np.where(mask[otm], vals[otm], 0.)
         probs[otm] = mv / mv.sum(1, keepdims=True)
     return AlignedDoc(torch.from_numpy(ids), torch.from_numpy(probs.astype(np.float32)), torch.from_numpy(vals), torch.from_numpy(mask),
-                      torch.from_numpy(kind), n_iters)
+                      torch.from_numpy(kind), n_iters, related)
 
 # %% ../../nbs/09c_pta.align.ipynb #0b9b8501
 def align_stores(vmap: VocabMap, src_store, tgt_store, cfg: AlignConfig | None = None, docs: Sequence[int] | None = None,
-                 progress: bool = False) -> tuple[list, list, dict]:
-    "Align every document (or `docs`) of `src_store` onto `tgt_store`: (ids_list, probs_list, stats)."
+                 progress: bool = False, unrelated_cost: float = UNRELATED_COST) -> tuple[list, list, dict]:
+    "Align every document (or `docs`) of `src_store` onto `tgt_store`: (ids_list, probs_list, stats); documents pairing above `unrelated_cost` edits per step are warned about and counted."
     if len(src_store) != len(tgt_store): raise ValueError(f"source store has {len(src_store)} documents, target store {len(tgt_store)}: they must hold the same corpus")
     cfg = cfg or AlignConfig()
     docs = range(len(tgt_store)) if docs is None else docs
-    ids_l, probs_l, counts, iters = [], [], np.zeros(len(KINDS), np.int64), []
+    ids_l, probs_l, counts, iters, unrelated = [], [], np.zeros(len(KINDS), np.int64), [], 0
     it = docs
     if progress:
         from tqdm.auto import tqdm; it = tqdm(docs, desc='align')
     for d in it:
-        out = align_doc(vmap, src_store[d], tgt_store[d], cfg)
-        ids_l.append(out.ids); probs_l.append(out.probs)
+        out = align_doc(vmap, src_store[d], tgt_store[d], cfg, doc=d, unrelated_cost=unrelated_cost)
+        ids_l.append(out.ids); probs_l.append(out.probs); unrelated += not out.related
         counts += np.bincount(out.kind.numpy(), minlength=len(KINDS)); iters.append(out.ot_iters)
     it_all = torch.cat(iters) if iters else torch.zeros(0, dtype=torch.long)
     tot = max(1, int(counts.sum()))
     stats = dict(positions=int(counts.sum()), **{f'n_{k}': int(v) for k, v in zip(KINDS, counts)},
                  **{f'frac_{k}': float(v / tot) for k, v in zip(KINDS, counts)},
                  ot_iters_median=float(it_all.float().median()) if len(it_all) else 0., ot_iters_max=int(it_all.max()) if len(it_all) else 0,
-                 ot_cap_hits=int((it_all >= cfg.max_iter).sum()), config={k: str(v) for k, v in asdict(cfg).items()})
+                 ot_cap_hits=int((it_all >= cfg.max_iter).sum()), n_unrelated_docs=unrelated, config={k: str(v) for k, v in asdict(cfg).items()})
     return ids_l, probs_l, stats

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09b_pta.pairing.ipynb #04db50c1
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +17,9 @@ from rapidfuzz.distance import Levenshtein
 from ..core import atomic_write_json, read_json
 
 # %% auto #0
-__all__ = ['MARKERS', 'vocab_tokens', 'space_marker', 'token_strings', 'strip_marker', 'edit_distance_matrix', 'dtw_path',
-           'Pairing', 'pair_tokens', 'pair_id_arrays', 'pair_ids', 'VocabMap', 'min_ed_map', 'build_vocab_map']
+__all__ = ['MARKERS', 'UNRELATED_COST', 'vocab_tokens', 'space_marker', 'token_strings', 'strip_marker', 'edit_distance_matrix',
+           'dtw_path', 'Pairing', 'pair_tokens', 'pair_id_arrays', 'pair_ids', 'cost_per_step', 'check_related',
+           'VocabMap', 'min_ed_map', 'build_vocab_map']
 
 # %% ../../nbs/09b_pta.pairing.ipynb #1886211a
 MARKERS = ('Ġ', '▁')
@@ -168,6 +169,21 @@ def pair_ids(src_tok, tgt_tok, src_ids, tgt_ids, src_marker: str | None = None, 
     sm = space_marker(src_tok) if src_marker is None else src_marker
     tm = space_marker(tgt_tok) if tgt_marker is None else tgt_marker
     return pair_tokens(token_strings(src_tok, src_ids), token_strings(tgt_tok, tgt_ids), sm, tm)
+
+# %% ../../nbs/09b_pta.pairing.ipynb #a1c0st02
+UNRELATED_COST = 1.5     # edits per DTW path step; same text <= ~0.4, different texts >= ~2.6 (SmolLM2 vs Gemma-3)
+
+def cost_per_step(p: Pairing) -> float:
+    "Total DTW cost divided by the path length (the mean edit distance of a paired step)."
+    return p.cost / max(1, len(p.src_idx))
+
+def check_related(p: Pairing, doc=None, limit: float = UNRELATED_COST) -> bool:
+    "False, with a warning naming `doc`, when the pairing costs more than `limit` edits per step (likely unrelated texts)."
+    c = cost_per_step(p)
+    if c <= limit: return True
+    warnings.warn(f"document {doc if doc is not None else '?'}: source ({p.n_src} tokens) and target ({p.n_tgt} tokens) pair at "
+                  f"{c:.2f} edits per token (> {limit}); they are probably different texts (corpora or document order differ?)", stacklevel=2)
+    return False
 
 # %% ../../nbs/09b_pta.pairing.ipynb #b42515fe
 @dataclass
