@@ -171,7 +171,7 @@ def pair_ids(src_tok, tgt_tok, src_ids, tgt_ids, src_marker: str | None = None, 
     return pair_tokens(token_strings(src_tok, src_ids), token_strings(tgt_tok, tgt_ids), sm, tm)
 
 # %% ../../nbs/09b_pta.pairing.ipynb #a1c0st02
-UNRELATED_COST = 1.5     # edits per DTW path step; same text <= ~0.4, different texts >= ~2.6 (SmolLM2 vs Gemma-3)
+UNRELATED_COST = 2.0     # edits per DTW path step; same text <= ~0.4 (SmolLM2 vs Gemma-3), <= ~1.7 (coarse vs char-level); different texts >= ~2.6
 
 def cost_per_step(p: Pairing) -> float:
     "Total DTW cost divided by the path length (the mean edit distance of a paired step)."
