@@ -19,9 +19,8 @@ from .runs import notebook_parameters, notebook_path, run_notebook
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'PROTOCOL_ALIASES', 'Run', 'run_status', 'Protocol', 'SelectThenFinal', 'Grid', 'Ablation', 'vfpt_vtab',
-           'vfpt_fgvc', 'mept_superglue', 'pta_ablation', 'vfpt_alpha', 'run_once', 'execute_run', 'scan',
-           'save_protocol', 'load_protocol', 'check_notebook_unchanged', 'check_parameters', 'run_sweep', 'status',
-           'collect']
+           'vfpt_fgvc', 'mept_superglue', 'pta_ablation', 'vfpt_alpha', 'run_once', 'scan', 'save_protocol',
+           'load_protocol', 'check_notebook_unchanged', 'check_parameters', 'run_sweep', 'status', 'collect']
 
 # %% ../nbs/11_sweep.ipynb #f82a737c
 def _slug(v) -> str:
@@ -225,9 +224,6 @@ def run_once(run: Run, run_dir: str | Path, device: str | None = None, log_outpu
         return 'done', ''
     finally: lock.release()
 
-def execute_run(run: Run, run_dir: str | Path, device: str | None = None, log_output: bool = False) -> str:
-    "Execute `run` in `run_dir/runs/<run_id>` unless already done (waiting for another process that runs it); 'done', 'failed' or 'skipped'."
-    return run_once(run, run_dir, device, log_output)[0]
 
 def scan(run_dir: str | Path) -> dict:
     "run_id -> status dict for every run folder under `run_dir/runs`."
