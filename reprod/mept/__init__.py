@@ -517,13 +517,14 @@ def make_eval_fn(task, tokenizer=None, variant: str = 'superglue'):
         return res
     return eval_fn
 
-# %% ../../nbs/08a_mept.ipynb #e1f00013
+# %% ../../nbs/08a_mept.ipynb #e1f0b001
 def build_backbone(model: str, num_labels: int, seed: int = 0, device='cpu') -> tuple[nn.Module, object, str]:
     "(HF backbone, tokenizer, form): T5 models train text-to-text ('t2t'), decoders as classifiers with a `score` head ('cls')."
     t5 = models.model_type(model) == 't5'
     bb, tok = models.create_lm(model, 'seq2seq' if t5 else 'cls', None if t5 else num_labels, seed=seed, device=device)
     return bb, tok, 't2t' if t5 else 'cls'
 
+# %% ../../nbs/08a_mept.ipynb #e1f00013
 def superglue_loaders(data: sg.TaskData, tokenizer, form: str, prompt_len: int, *, max_length: int = 128, batch_size: int = 8,
                       eval_batch_size: int = 32, max_eval: int | None = None, seed: int = 0) -> tuple[dict, dict]:
     "({split: loader}, {split: rows}) for train/dev/test; dev and test are a fixed random `max_eval` subset when given."
