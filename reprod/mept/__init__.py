@@ -23,9 +23,10 @@ from ..engine import Recipe, to_device, autocast
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_ALIASES', 'PROMPT_BUILDERS', 'MEPTConfig', 'method_config', 'rms_norm', 'RouteRecorder',
            'MoEPrompt', 'DeepPrompt', 'backbone_parts', 'MEPTModel', 'get_mept_model', 'expected_trainable',
-           'prompt_token_report', 'label_candidates', 't2t_loss', 'cls_loss', 'consistency_loss', 'predict',
-           'make_eval_fn', 'build_backbone', 'superglue_loaders', 'superglue_recipe', 'evaluate_test',
-           'majority_metrics']
+           'prompt_token_report', 'candidate_ids', 'label_candidates', 't2t_loss', 'cls_loss', 'consistency_loss',
+           'predict', 'candidate_logprobs', 'record_predict', 'make_eval_fn', 'label_word_ids', 'build_backbone',
+           'head_classes', 'superglue_loaders', 'superglue_recipe', 'evaluate_test', 'routing_targets',
+           'majority_metrics', 'load_for_eval']
 
 # %% ../../nbs/08a_mept.ipynb #180dfe7c
 METHODS = ('mept', 'prompt_tuning', 'ptuning_v2', 'smop', 'full', 'linear')
@@ -46,7 +47,10 @@ class MEPTConfig:
     router_noise: str = 'dropout'     # 'dropout' (train.py default) | 'relative_gaussian' (perturb_router) | 'none'
     sigma: float = 1.0
     router_dropout: float = 0.2
-    gumbel: bool = False
+    gumbel: bool = False              # straight-through hard top-1 on Gumbel-perturbed router probabilities
+    gumbel_eval_noise: bool = False   # released: the Gumbel noise is drawn at evaluation too (default: noise-free hard top-1)
+    stochastic: bool = False          # no router: a random expert per sample in training, the mean of all experts at evaluation
+    shared_expert_ratio: str = 'one'  # shared expert length: 'one' = P tokens | 'half' = N·P/2 (adds to the prompt only when N = 2)
     init: str = 'xavier'              # experts / prompts: xavier | normal | he | orthogonal | vocab (prompt_tuning)
     shared_init: str = 'zeros'
     router_init: str = 'orthogonal'   # orthogonal | normal | zeros
@@ -54,13 +58,16 @@ class MEPTConfig:
     batch_mixed_top1: bool = False    # released top-1: each row gets its gate times the sum of the batch's chosen experts
     cls_pool: str = 'last_real'       # Llama classifier position: 'last_real' | 'last' (released: position −1)
     train_head: bool = True           # Llama `score` head trainable (released: yes)
+    input_moe: bool = False           # decoders: the released Llama input-level MoE prompt in front (else zero placeholders)
+    pad_row: bool = False             # decoders: padded positions embed as a new frozen random [PAD] row (released resize_token_embeddings)
     ptv2_mode: str = 'auto'           # P-tuning v2: 'kv_prefix' (real key/value prefixes via the cache API; decoders) | 'replace' | 'auto'
     eps: float = 1e-6
-    faithful: bool = False            # True: every released-code choice above (pool='padded', batch_mixed_top1, cls_pool='last')
+    faithful: bool = False            # True: every released-code choice above (pool, batch_mixed_top1, cls_pool, input_moe, pad_row, gumbel_eval_noise)
 
     def __post_init__(self):
         self.method = resolve_name(self.method, METHODS, what='method', aliases=METHOD_ALIASES)
-        if self.faithful: self.pool, self.batch_mixed_top1, self.cls_pool = 'padded', True, 'last'
+        if self.faithful:
+            self.pool, self.batch_mixed_top1, self.cls_pool, self.input_moe, self.pad_row, self.gumbel_eval_noise = 'padded', True, 'last', True, True, True
         if self.router_noise not in _NOISES: raise ValueError(f"router_noise={self.router_noise!r}: expected one of {_NOISES}")
         if self.pool not in ('masked_mean', 'padded'): raise ValueError(f"pool={self.pool!r}: expected 'masked_mean' or 'padded'")
         if self.cls_pool not in ('last_real', 'last'): raise ValueError(f"cls_pool={self.cls_pool!r}: expected 'last_real' or 'last'")
@@ -72,6 +79,7 @@ class MEPTConfig:
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k}={v!r}: expected an int >= 1")
         if self.top_k > self.num_experts: raise ValueError(f"top_k={self.top_k} must be <= num_experts={self.num_experts}")
+        _check_router_variants(self)
         if isinstance(self.layers, str) and self.layers != 'all':
             self.layers = [int(s) for s in self.layers.replace(' ', '').split(',') if s]
         if isinstance(self.layers, tuple): self.layers = list(self.layers)
@@ -81,13 +89,29 @@ class MEPTConfig:
     @property
     def deep(self) -> bool: return self.method in ('mept', 'ptuning_v2')
 
-    def layer_ids(self, n_layers: int) -> list[int]:
-        "The selected layer indices for a backbone with `n_layers` layers."
-        if not self.deep: return []
-        if self.layers == 'all': return list(range(n_layers))
-        ids = list(range(min(self.layers, n_layers))) if isinstance(self.layers, int) else sorted(set(self.layers))
-        if not ids or ids[0] < 0 or ids[-1] >= n_layers: raise ValueError(f"layers={self.layers!r} invalid for a backbone with {n_layers} layers")
-        return ids
+# %% ../../nbs/08a_mept.ipynb #h1e001
+def _check_router_variants(c: MEPTConfig):
+    "The released router variants' constraints (stochastic routing, the half-length shared expert)."
+    if c.shared_expert_ratio not in ('one', 'half'): raise ValueError(f"shared_expert_ratio={c.shared_expert_ratio!r}: expected 'one' or 'half'")
+    if c.shared_expert_ratio == 'half' and c.num_experts != 2:
+        raise ValueError(f"shared_expert_ratio='half' gives the shared expert N·P/2 = {c.num_experts * c.prompt_len / 2:g} tokens, which adds "
+                         f"to the P={c.prompt_len}-token prompt only when num_experts=2; got num_experts={c.num_experts}")
+    if c.stochastic and (c.gumbel or c.top_k != 1):
+        raise ValueError(f"stochastic=True has no router: gumbel={c.gumbel}, top_k={c.top_k} do not apply (expected gumbel=False, top_k=1)")
+
+@patch(as_prop=True)
+def shared_len(self: MEPTConfig) -> int:
+    "Tokens of the shared expert: P, or N·P/2 for shared_expert_ratio='half'."
+    return self.num_experts * self.prompt_len // 2 if self.shared_expert_ratio == 'half' else self.prompt_len
+
+@patch
+def layer_ids(self: MEPTConfig, n_layers: int) -> list[int]:
+    "The selected layer indices for a backbone with `n_layers` layers."
+    if not self.deep: return []
+    if self.layers == 'all': return list(range(n_layers))
+    ids = list(range(min(self.layers, n_layers))) if isinstance(self.layers, int) else sorted(set(self.layers))
+    if not ids or ids[0] < 0 or ids[-1] >= n_layers: raise ValueError(f"layers={self.layers!r} invalid for a backbone with {n_layers} layers")
+    return ids
 
 # %% ../../nbs/08a_mept.ipynb #5b9000ac
 def method_config(method: str, **kw) -> MEPTConfig:
@@ -136,9 +160,10 @@ class MoEPrompt(nn.Module):
         N, P = cfg.num_experts, cfg.prompt_len
         self.cfg, self.norm, self.key = cfg, norm, key
         self.experts = nn.Parameter(torch.empty(N, P, d)); _init_(self.experts, cfg.init)
-        self.shared = nn.Parameter(torch.empty(1, P, d)) if shared else None
+        self.shared = nn.Parameter(torch.empty(1, cfg.shared_len, d)) if shared else None
         if shared: _init_(self.shared, cfg.shared_init)
-        self.router = nn.Linear(d, N, bias=False); _init_(self.router.weight, cfg.router_init)
+        self.router = None if cfg.stochastic else nn.Linear(d, N, bias=False)    # stochastic routing has no router
+        if self.router is not None: _init_(self.router.weight, cfg.router_init)
         self.dropout = nn.Dropout(cfg.router_dropout)
         self.register_buffer('counts', torch.zeros(N, dtype=torch.long), persistent=False)
         self.recorder: RouteRecorder | None = None
@@ -158,8 +183,10 @@ class MoEPrompt(nn.Module):
             elif self.cfg.router_noise == 'relative_gaussian':
                 logits = logits + logits.detach() * self.cfg.sigma ** 2 * torch.randn_like(logits)
         probs = logits.softmax(-1)
-        if self.training and self.cfg.gumbel:   # straight-through hard top-1 on Gumbel-perturbed probabilities
-            soft = (probs - torch.empty_like(probs).exponential_().log()).softmax(-1)
+        if self.cfg.gumbel:   # straight-through hard top-1 on Gumbel-perturbed probabilities (noise at eval only if gumbel_eval_noise)
+            noisy = self.training or self.cfg.gumbel_eval_noise
+            g = -torch.empty_like(probs).exponential_().log() if noisy else torch.zeros_like(probs)   # -log Exp(1) ~ Gumbel(0, 1)
+            soft = (probs + g).softmax(-1)
             idx = soft.argmax(-1, keepdim=True)
             hard = torch.zeros_like(soft).scatter_(-1, idx, 1.0) - soft.detach() + soft
             return probs, idx, hard.gather(-1, idx)
@@ -167,9 +194,9 @@ class MoEPrompt(nn.Module):
         return probs, idx, vals
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None, start: int) -> torch.Tensor:
-        probs, idx, vals = self.route(self.pool(h, mask, start))
+        probs, idx, vals = self.random_route(h.shape[0]) if self.cfg.stochastic else self.route(self.pool(h, mask, start))
         E = self.experts[idx]                                       # (B, k, P, d)
-        if self.cfg.batch_mixed_top1 and idx.shape[1] == 1:         # released top-1 broadcast: v_b * sum_b' E[i_b']
+        if self.cfg.batch_mixed_top1 and idx.shape[1] == 1 and not self.cfg.stochastic:   # released top-1 broadcast: v_b * sum_b' E[i_b']
             out = vals[:, :1, None].to(E.dtype) * E[:, 0].sum(0, keepdim=True)
         else: out = torch.einsum('bk,bkpd->bpd', vals.to(E.dtype), E)
         if self.shared is not None: out = out + self.shared
@@ -183,6 +210,17 @@ class DeepPrompt(nn.Module):
         super().__init__()
         self.prompt = nn.Parameter(torch.empty(1, cfg.prompt_len, d)); _init_(self.prompt, cfg.init, embedding)
     def forward(self, h: torch.Tensor, mask=None, start: int = 0) -> torch.Tensor: return self.prompt.expand(h.shape[0], -1, -1)
+
+# %% ../../nbs/08a_mept.ipynb #h1e002
+@patch
+def random_route(self: MoEPrompt, B: int):
+    "Stochastic routing (no router): one random expert per sample in training; every expert with weight 1/N at evaluation."
+    N, dev = self.experts.shape[0], self.experts.device
+    if self.training:
+        idx = torch.randint(0, N, (B, 1), device=dev)
+        return F.one_hot(idx[:, 0], N).float(), idx, torch.ones(B, 1, device=dev)
+    w = torch.full((B, N), 1 / N, device=dev)
+    return w, torch.arange(N, device=dev).expand(B, N), w
 
 # %% ../../nbs/08a_mept.ipynb #8da6a13c
 def backbone_parts(backbone: nn.Module) -> tuple[str, nn.ModuleList, int]:
@@ -205,16 +243,27 @@ class MEPTModel(AdapterModel):
         self.n_layers, self.layer_ids = len(layers), config.layer_ids(len(layers))
         if config.method == 'linear' and not hasattr(backbone, 'score'):
             raise ValueError(f"method='linear' trains only a classifier head; {type(backbone).__name__} has no `score` head")
-        if self.kind == 'decoder' and config.method != 'full' and not hasattr(backbone, 'score'):
-            raise TypeError("Llama-style backbones must be a *ForSequenceClassification model (with a `score` head)")
-        self.prompts, self.input_prompt, self.kv_prefix = nn.ModuleDict(), None, None
+        self.head = None if self.kind == 't5' else 'score' if hasattr(backbone, 'score') else 'lm' if hasattr(backbone, 'lm_head') else None
+        if self.kind == 'decoder' and config.method != 'full' and self.head is None:
+            raise TypeError(f"{type(backbone).__name__}: a Llama-style backbone must be a *ForSequenceClassification (`score` head) or a *ForCausalLM (`lm_head`)")
+        self.label_token_ids = _label_token_ids(backbone) if self.head == 'lm' else None
+        self.prompts, self.input_prompt, self.kv_prefix, self.kv_layer_ids = nn.ModuleDict(), None, None, []
         PROMPT_BUILDERS[config.method](self)
+        pad = None
+        if self.kind == 'decoder' and config.pad_row:   # the released [PAD] row: N(0, initializer_range), frozen; a fixed seed so reloads match
+            g = torch.Generator().manual_seed(0)
+            pad = torch.randn(self.d, generator=g) * getattr(backbone.config, 'initializer_range', 0.02)
+            pad = pad.to(backbone.get_input_embeddings().weight.dtype)
+        self.register_buffer('pad_embedding', pad, persistent=False)
         self.to(backbone.get_input_embeddings().weight.device)
         backbone.requires_grad_(config.method == 'full')              # freezing
         if self.kind == 'decoder' and hasattr(backbone, 'score') and (config.train_head or config.method == 'linear'):
             backbone.score.requires_grad_(True)
         self._mask = None
         self._hooks = [layers[l].register_forward_pre_hook(self._make_hook(l), with_kwargs=True) for l in self.layer_ids]
+        if self.kv_prefix is not None:                 # layers without a key/value prefix must not see the prefix slots
+            self._hooks += [layers[l].register_forward_pre_hook(self._hide_prefix, with_kwargs=True)
+                            for l in range(self.n_layers) if l not in self.kv_layer_ids]
 
     @classmethod
     def upgrade_config(cls, cfg: dict) -> dict:
@@ -222,6 +271,16 @@ class MEPTModel(AdapterModel):
         if 'compat_batch_sum' in cfg: cfg['batch_mixed_top1'] = cfg.pop('compat_batch_sum')
         if cfg.get('pool') == 'official': cfg['pool'] = 'padded'
         return cfg
+
+def _label_token_ids(backbone) -> list[int]:
+    "The label-word token id of each class, from `backbone.config.label_token_ids` (set by `build_backbone(head='lm')`)."
+    ids = getattr(backbone.config, 'label_token_ids', None)
+    V = backbone.get_output_embeddings().weight.shape[0]
+    if not isinstance(ids, (list, tuple)) or not ids or not all(isinstance(i, int) and 0 <= i < V for i in ids):
+        raise ValueError(f"{type(backbone).__name__}: a causal-LM backbone needs `config.label_token_ids`, one vocabulary id (< {V}) per class "
+                         f"(the token of each label word; build_backbone(head='lm') sets it); got {ids!r}")
+    if len(set(ids)) != len(ids): raise ValueError(f"config.label_token_ids={list(ids)}: two classes share a token")
+    return list(ids)
 
 def get_mept_model(backbone: nn.Module, config: MEPTConfig) -> MEPTModel:
     "Wrap a HF T5 or Llama-style classifier with MEPT / baseline prompts according to `config` (PEFT's `get_peft_model` shape)."
@@ -234,7 +293,9 @@ def _input_prompt_unless_layer0(m: MEPTModel):
 
 def _build_mept(m: MEPTModel):
     for l in m.layer_ids: m.prompts[str(l)] = MoEPrompt(m.d, m.config, m.config.shared_expert, key=l)
-    _input_prompt_unless_layer0(m)
+    if m.kind == 'decoder' and m.config.input_moe:   # the released Llama classifier's own input-level mixture (normed, shared)
+        m.input_prompt = MoEPrompt(m.d, m.config, m.config.shared_expert, key='input')
+    else: _input_prompt_unless_layer0(m)
 
 def _build_ptuning_v2(m: MEPTModel):
     c, bc = m.config, m.backbone.config
@@ -243,11 +304,11 @@ def _build_ptuning_v2(m: MEPTModel):
     if not kv:
         for l in m.layer_ids: m.prompts[str(l)] = DeepPrompt(m.d, c)
         return _input_prompt_unless_layer0(m)
-    if m.layer_ids != list(range(m.n_layers)): raise ValueError("ptv2_mode='kv_prefix' prefixes every layer (the mask is shared); use layers='all'")
     hd = getattr(bc, 'head_dim', None) or bc.hidden_size // bc.num_attention_heads
     nkv = getattr(bc, 'num_key_value_heads', None) or bc.num_attention_heads
-    # (layers, key|value, kv heads, P, head dim); N(0,1) like P-tuning v2's nn.Embedding prefix
-    m.kv_prefix, m.layer_ids = nn.Parameter(torch.randn(m.n_layers, 2, nkv, c.prompt_len, hd)), []
+    # (prefixed layers, key|value, kv heads, P, head dim); N(0,1) like P-tuning v2's nn.Embedding prefix
+    m.kv_layer_ids, m.layer_ids = m.layer_ids, []
+    m.kv_prefix = nn.Parameter(torch.randn(len(m.kv_layer_ids), 2, nkv, c.prompt_len, hd))
 
 def _build_prompt_tuning(m: MEPTModel): m.input_prompt = DeepPrompt(m.d, m.config, m.backbone.get_input_embeddings())
 def _build_smop(m: MEPTModel): m.input_prompt = MoEPrompt(m.d, m.config, m.config.shared_expert, norm=False, key='input')
@@ -283,6 +344,19 @@ def _make_hook(self: MEPTModel, l: int):
     return hook
 
 @patch
+def _hide_prefix(self: MEPTModel, module, args, kwargs):
+    "Pre-hook of a layer without a key/value prefix: its attention mask hides the P prefix slots the shared cache holds."
+    if self._mask is None: return None
+    m, P = kwargs.get('attention_mask'), self.config.prompt_len
+    if not isinstance(m, torch.Tensor) or m.dim() != 4:
+        raise TypeError(f"key/value prefixes on a subset of layers need a 4-D attention mask at each layer; got {type(m).__name__}")
+    m = m.clone()
+    if m.dtype == torch.bool: m[..., :P] = False        # boolean mask: True = attend
+    else: m[..., :P] = torch.finfo(m.dtype).min           # additive mask
+    kwargs['attention_mask'] = m
+    return args, kwargs
+
+@patch
 @contextmanager
 def _ctx(self: MEPTModel, attention_mask):
     self._mask = attention_mask
@@ -294,6 +368,8 @@ def _inputs(self: MEPTModel, input_ids, attention_mask):
     "(inputs_embeds (B, P+L, d), extended mask (B, P+L)) with the P prompt / placeholder rows in front."
     if attention_mask is None: attention_mask = torch.ones_like(input_ids)
     emb = self.backbone.get_input_embeddings()(input_ids)
+    if self.pad_embedding is not None:     # released padding: every padded position embeds as the added [PAD] row
+        emb = torch.where(attention_mask[..., None].bool(), emb, self.pad_embedding.to(emb.dtype))
     P = self.num_prompt_tokens
     if P == 0: return emb, attention_mask
     B = emb.shape[0]
@@ -308,9 +384,9 @@ def _prefix_cache(self: MEPTModel, B: int):
     from transformers import DynamicCache
     try: c = DynamicCache(config=self.backbone.config)
     except TypeError: c = DynamicCache()          # transformers < 4.56
-    for l in range(self.n_layers):
-        k, v = self.kv_prefix[l]
-        dt = self.backbone.get_input_embeddings().weight.dtype
+    dt, pos = self.backbone.get_input_embeddings().weight.dtype, {l: i for i, l in enumerate(self.kv_layer_ids)}
+    for l in range(self.n_layers):   # every layer holds P slots (one mask for all); layers without a prefix hide them (_hide_prefix)
+        k, v = self.kv_prefix[pos[l]] if l in pos else torch.zeros_like(self.kv_prefix[0])
         c.update(k.unsqueeze(0).expand(B, -1, -1, -1).to(dt), v.unsqueeze(0).expand(B, -1, -1, -1).to(dt), l)
     return c
 
@@ -333,13 +409,19 @@ def forward(self: MEPTModel, input_ids, attention_mask=None, labels=None, **kw):
 @patch
 def _cls_forward(self: MEPTModel, embeds, mask, labels=None, pool_mask=None, **kw):
     from transformers.modeling_outputs import SequenceClassifierOutput
-    inner = getattr(self.backbone, 'model', None) or getattr(self.backbone, self.backbone.base_model_prefix)
-    h = inner(inputs_embeds=embeds, attention_mask=mask, **kw).last_hidden_state
-    if self.config.cls_pool == 'last': pos = torch.full((h.shape[0],), h.shape[1] - 1, device=h.device)
+    B, S, dev = embeds.shape[0], embeds.shape[1], embeds.device
+    if self.config.cls_pool == 'last': pos = torch.full((B,), S - 1, device=dev)
     else:
         pm = mask if pool_mask is None else pool_mask
         pos = (torch.arange(pm.shape[1], device=pm.device) * pm).argmax(-1)   # last real token (any padding side)
-    logits = self.backbone.score(h[torch.arange(h.shape[0], device=h.device), pos])
+    if self.head == 'lm':   # LM logits only at the reading positions (the backbone's logits_to_keep), then the label-word columns
+        keep, inv = pos.unique(return_inverse=True)
+        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep, **kw).logits
+        logits = out[torch.arange(B, device=dev), inv][:, self.label_token_ids]
+    else:
+        inner = getattr(self.backbone, 'model', None) or getattr(self.backbone, self.backbone.base_model_prefix)
+        h = inner(inputs_embeds=embeds, attention_mask=mask, **kw).last_hidden_state
+        logits = self.backbone.score(h[torch.arange(B, device=dev), pos])
     loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
     return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -380,10 +462,9 @@ def generate(self: MEPTModel, input_ids, attention_mask=None, **gen_kw):
 # %% ../../nbs/08a_mept.ipynb #e1f00009
 @patch
 def moe_modules(self: MEPTModel) -> dict:
-    "{layer id (or 'input' for SMoP): MoEPrompt}."
-    out = {int(k): m for k, m in self.prompts.items() if isinstance(m, MoEPrompt)}
-    if isinstance(self.input_prompt, MoEPrompt): out['input'] = self.input_prompt
-    return out
+    "{'input' (SMoP, the released Llama input-level mixture) first, then layer ids: MoEPrompt}, in forward order."
+    out = {'input': self.input_prompt} if isinstance(self.input_prompt, MoEPrompt) else {}
+    return {**out, **{int(k): m for k, m in self.prompts.items() if isinstance(m, MoEPrompt)}}
 
 @patch
 @contextmanager
@@ -421,26 +502,30 @@ def param_report(self: MEPTModel) -> dict:
     groups['total'] = sum(groups.values()); return groups
 
 # %% ../../nbs/08a_mept.ipynb #e1f00011
-def expected_trainable(config: MEPTConfig, d: int, n_layers: int, head: int = 0, kv_dim: int | None = None) -> int:
-    "Hand formula of the trainable parameters (prompt parts + `head` = num_labels·d for Llama classifiers; `kv_dim` = kv heads·head dim for key/value prefixes)."
+def expected_trainable(config: MEPTConfig, d: int, n_layers: int, head: int = 0, kv_dim: int | None = None, decoder: bool = False) -> int:
+    "Hand formula of the trainable parameters (prompt parts + `head` = num_labels·d for Llama classifiers; `kv_dim` = kv heads·head dim for key/value prefixes; `decoder`: a Llama-style backbone, which gets the input-level mixture with `input_moe`)."
     N, P, c = config.num_experts, config.prompt_len, config
-    if c.method == 'ptuning_v2' and kv_dim: return n_layers * 2 * P * kv_dim + head
     ids = c.layer_ids(n_layers)
-    inp = P * d if (c.deep and ids[0] != 0) else 0
-    if c.method == 'mept': return len(ids) * (N * P * d + N * d + (P * d if c.shared_expert else 0)) + inp + head
+    if c.method == 'ptuning_v2' and kv_dim: return len(ids) * 2 * P * kv_dim + head
+    moe = N * P * d + (0 if c.stochastic else N * d) + (c.shared_len * d if c.shared_expert else 0)   # experts + router + shared
+    if c.method == 'mept' and decoder and c.input_moe: inp = moe
+    else: inp = P * d if (c.deep and ids[0] != 0) else 0
+    if c.method == 'mept': return len(ids) * moe + inp + head
     if c.method == 'ptuning_v2': return len(ids) * P * d + inp + head
     if c.method == 'prompt_tuning': return P * d + head
-    if c.method == 'smop': return N * P * d + N * d + (P * d if c.shared_expert else 0) + head
+    if c.method == 'smop': return moe + head
     if c.method == 'linear': return head
     raise ValueError("full fine-tuning: count the backbone's parameters")
 
 def prompt_token_report(model: MEPTModel) -> dict:
-    "Trained vs activated prompt tokens: MEPT inserts P positions per layer out of (N+1)·P trained tokens."
+    "Trained vs activated prompt tokens: MEPT inserts P positions per prompt module out of (N+1)·P trained tokens."
     c, P, N = model.config, model.config.prompt_len, model.config.num_experts
-    nl = len(model.layer_ids) if c.deep else (1 if c.uses_prompts else 0)
-    moe = c.method in ('mept', 'smop')
-    per_trained = (N + int(c.shared_expert)) * P if moe else P
-    per_active = (c.top_k + int(c.shared_expert)) * P if moe else P
+    if model.kv_prefix is not None: nl = len(model.kv_layer_ids)                       # P key/value slots per prefixed layer
+    elif c.deep: nl = len(model.layer_ids) + int(isinstance(model.input_prompt, MoEPrompt))   # + the released Llama input-level mixture
+    else: nl = 1 if c.uses_prompts else 0
+    moe, S = c.method in ('mept', 'smop'), (c.shared_len if c.shared_expert else 0)
+    per_trained = N * P + S if moe else P
+    per_active = c.top_k * P + S if moe else P
     r = {'prompt_layers': nl, 'trained_prompt_tokens': nl * per_trained, 'inserted_prompt_positions': nl * P if c.uses_prompts else 0,
          'activated_expert_tokens': nl * per_active, 'same_capacity_deep_pt_tokens': nl * per_trained}
     if r['trained_prompt_tokens']:
@@ -449,12 +534,16 @@ def prompt_token_report(model: MEPTModel) -> dict:
     return r
 
 # %% ../../nbs/08a_mept.ipynb #4748e44d
+def candidate_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    "Token ids of each candidate target string + EOS, exactly as the t2t loader encodes targets."
+    eos = tokenizer.eos_token_id
+    return [list(tokenizer(w, add_special_tokens=False)['input_ids']) + ([eos] if eos is not None else []) for w in texts]
+
 def label_candidates(tokenizer, task) -> list[list[int]]:
     "Token ids of each label word + EOS for `task` (a name or SuperGlueTask), as the t2t loader encodes targets."
-    from reprod.data.superglue import get_task
-    t = get_task(task); eos = tokenizer.eos_token_id
-    if not t.label_words: raise ValueError(f"{t.name} has no label words (ReCoRD): use generation")
-    return [list(tokenizer(w, add_special_tokens=False)['input_ids']) + ([eos] if eos is not None else []) for w in t.label_words]
+    t = sg.get_task(task)
+    if not t.label_words: raise ValueError(f"{t.name} has no label words (ReCoRD): its candidates are each query's entities (record_predict)")
+    return candidate_ids(tokenizer, t.label_words)
 
 def t2t_loss(model: MEPTModel, batch) -> torch.Tensor:
     "Teacher-forced CE on the label-word targets (T5)."
@@ -501,12 +590,75 @@ def predict(model: MEPTModel, loader, candidates=None, device=None, precision: s
     model.train(was)
     return preds, golds, (loss / n if n else float('nan'))
 
+# %% ../../nbs/08a_mept.ipynb #h2e001
+@torch.no_grad()
+def candidate_logprobs(model: MEPTModel, input_ids, attention_mask, candidates: Sequence[Sequence[Sequence[int]]],
+                       chunk: int = 256) -> list[torch.Tensor]:
+    "T5: per row, the summed log-prob of each of *its own* candidate sequences (teacher-forced; one encoder pass per row)."
+    from transformers.modeling_outputs import BaseModelOutput
+    if model.kind != 't5': raise TypeError("candidate_logprobs is for T5 (encoder-decoder) backbones")
+    if len(candidates) != input_ids.shape[0]: raise ValueError(f"{len(candidates)} candidate lists for {input_ids.shape[0]} rows")
+    enc, mask = model.encode(input_ids, attention_mask)
+    rep = [i for i, c in enumerate(candidates) for _ in c]; flat = [list(x) for c in candidates for x in c]
+    out = []
+    for s in range(0, len(flat), chunk):                 # decoder passes in chunks: a query has ~14 entities on average
+        idx, part = torch.tensor(rep[s:s + chunk], device=input_ids.device), flat[s:s + chunk]
+        lab = torch.full((len(part), max(map(len, part))), -100, dtype=torch.long, device=input_ids.device)
+        for j, x in enumerate(part): lab[j, :len(x)] = torch.tensor(x)
+        logits = model.backbone(encoder_outputs=BaseModelOutput(last_hidden_state=enc.last_hidden_state[idx]),
+                                attention_mask=mask[idx], labels=lab).logits
+        lp = logits.float().log_softmax(-1).gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out.append((lp * (lab != -100)).sum(-1))
+    return list(torch.cat(out).split([len(c) for c in candidates]))
+
+@torch.no_grad()
+def record_predict(model: MEPTModel, loader, tokenizer=None, device=None, precision: str = 'fp32',
+                   generate: bool = False) -> tuple[list[str], float]:
+    "ReCoRD: (predicted entity string per query, mean loss) over an unshuffled loader whose dataset carries its rows."
+    ds = loader.dataset
+    if getattr(ds, 'rows', None) is None: raise ValueError("ReCoRD evaluation needs the loader's dataset to carry its rows (SuperGlueDataset(..., rows=rows))")
+    if not isinstance(loader.sampler, torch.utils.data.SequentialSampler):
+        raise ValueError("ReCoRD evaluation needs an unshuffled loader (predictions are matched to queries by position)")
+    rows, ex = ds.rows, ds.examples
+    if ds.form == 't2t' and tokenizer is None: raise ValueError("ReCoRD t2t evaluation needs the tokenizer (to encode each query's candidates)")
+    if ds.form == 't2t' and [e.row for e in ex] != list(range(len(rows))):
+        raise ValueError("ReCoRD t2t evaluation needs one example per query (make_examples(..., expand=False))")
+    was = model.training; model.eval()
+    device = device or next(model.parameters()).device
+    k, loss, n, best, preds = 0, 0.0, 0, {}, []
+    for batch in loader:
+        batch = to_device(batch, device); B = batch['input_ids'].shape[0]; part = ex[k:k + B]; k += B
+        with autocast(device, precision):
+            if ds.form == 'cls':                         # one binary example per (query, candidate): rank by log p(answer)
+                s = model.class_scores(batch['input_ids'], batch['attention_mask']).float()
+                if s.shape[-1] != 2: raise ValueError(f"ReCoRD pairs need a 2-class head (is this candidate an answer?); the model has {s.shape[-1]}")
+                if 'labels' in batch: loss += F.cross_entropy(s, batch['labels'], reduction='sum').item(); n += B
+                for e, v in zip(part, s.log_softmax(-1)[:, 1].tolist()):
+                    if e.row not in best or v > best[e.row][0]: best[e.row] = (v, e.target_text)   # ties: first (sorted) entity
+            elif generate:                               # the released evaluation: greedy generation, any string
+                g = model.generate(batch['input_ids'], batch['attention_mask'], max_new_tokens=10)
+                preds += [x.strip() for x in tokenizer.batch_decode(g, skip_special_tokens=True)]
+            else:                                        # rank each query's own entities by their target log-likelihood
+                rs = [rows[e.row] for e in part]; cands = [sg.record_candidates(r, e.row) for r, e in zip(rs, part)]
+                sc = candidate_logprobs(model, batch['input_ids'], batch['attention_mask'], [candidate_ids(tokenizer, c) for c in cands])
+                for r, c, v in zip(rs, cands, sc):
+                    preds.append(c[int(v.argmax())])
+                    gold = [j for j, e in enumerate(c) if e in r['answers']]
+                    if gold: loss += F.cross_entropy(v[None], torch.tensor(gold[:1], device=v.device)).item(); n += 1
+    model.train(was)
+    if ds.form == 'cls': preds = [best[i][1] for i in range(len(rows))]
+    return preds, (loss / n if n else float('nan'))
+
 # %% ../../nbs/08a_mept.ipynb #513efa53
-def make_eval_fn(task, tokenizer=None, variant: str = 'superglue'):
-    "An `eval_fn(model, loader, device, precision)` for `fit`: label-word scoring + the task's metrics (acc/F1; MultiRC: acc only)."
-    from reprod.data.superglue import get_task, task_metrics
+def make_eval_fn(task, tokenizer=None, variant: str = 'superglue', generate: bool = False):
+    "An `eval_fn(model, loader, device, precision)` for `fit`: label-word scoring + the task's metrics; ReCoRD: candidate ranking, F1/EM."
+    from reprod.data.superglue import get_task, task_metrics, score_rows
     t = get_task(task)
     def eval_fn(model, loader, device=None, precision='fp32'):
+        if t.name == 'record':                            # generate: the released greedy-generation evaluation (T5 only)
+            preds, loss = record_predict(model, loader, tokenizer, device, precision, generate=generate and model.kind == 't5')
+            if not preds: raise ValueError("evaluation loader is empty")
+            return {**score_rows(t, loader.dataset.rows, preds, variant), 'class_loss': loss}
         cands = label_candidates(tokenizer, t) if model.kind == 't5' else None
         preds, golds, loss = predict(model, loader, cands, device, precision)
         if not preds: raise ValueError("evaluation loader is empty")
@@ -518,28 +670,54 @@ def make_eval_fn(task, tokenizer=None, variant: str = 'superglue'):
     return eval_fn
 
 # %% ../../nbs/08a_mept.ipynb #e1f0b001
-def build_backbone(model: str, num_labels: int, seed: int = 0, device='cpu') -> tuple[nn.Module, object, str]:
-    "(HF backbone, tokenizer, form): T5 models train text-to-text ('t2t'), decoders as classifiers with a `score` head ('cls')."
+def label_word_ids(tokenizer, label_words: Sequence[str]) -> list[int]:
+    "Per label word, the first token of ' ' + word (the word as it continues the input text; whitespace-only pieces skipped)."
+    if isinstance(label_words, str) or not label_words or not all(isinstance(w, str) and w.strip() for w in label_words):
+        raise ValueError(f"label_words={label_words!r}: expected a list of non-empty words, one per class")
+    out = []
+    for w in label_words:
+        toks = [t for t in tokenizer(' ' + w.strip(), add_special_tokens=False)['input_ids'] if tokenizer.decode([t]).strip()]
+        if not toks: raise ValueError(f"label word {w!r} encodes to no token")
+        out.append(toks[0])
+    if len(set(out)) != len(out):
+        raise ValueError(f"label words {list(label_words)} share first tokens {out}: pick words whose first tokens differ")
+    return out
+
+def build_backbone(model: str, num_labels: int, seed: int = 0, device='cpu', head: str = 'cls',
+                   label_words: Sequence[str] | None = None) -> tuple[nn.Module, object, str]:
+    """(HF backbone, tokenizer, form): T5 models train text-to-text ('t2t'); decoders as classifiers ('cls'), with a
+    trained `score` head (`head='cls'`) or through their language-model head on each class's label-word token (`head='lm'`,
+    `label_words` one per class; the ids go to `config.label_token_ids`)."""
+    if head not in ('cls', 'lm'): raise ValueError(f"head={head!r}: expected 'cls' (a score head) or 'lm' (label-word logits)")
     t5 = models.model_type(model) == 't5'
-    bb, tok = models.create_lm(model, 'seq2seq' if t5 else 'cls', None if t5 else num_labels, seed=seed, device=device)
-    return bb, tok, 't2t' if t5 else 'cls'
+    if t5: bb, tok = models.create_lm(model, 'seq2seq', seed=seed, device=device); return bb, tok, 't2t'
+    if head == 'cls':
+        bb, tok = models.create_lm(model, 'cls', num_labels, seed=seed, device=device); return bb, tok, 'cls'
+    if label_words is None or len(label_words) != num_labels:
+        raise ValueError(f"head='lm' needs label_words, one per class ({num_labels}); got {label_words!r}")
+    bb, tok = models.create_lm(model, 'causal', seed=seed, device=device)
+    bb.config.label_token_ids = label_word_ids(tok, label_words)
+    return bb, tok, 'cls'
 
 # %% ../../nbs/08a_mept.ipynb #e1f00013
+def head_classes(task) -> int:
+    "Classes of a decoder's `score` head for `task`: its label count; ReCoRD 2 (is this candidate entity an answer?)."
+    t = sg.get_task(task)
+    return 2 if t.name == 'record' else t.num_labels
+
 def superglue_loaders(data: sg.TaskData, tokenizer, form: str, prompt_len: int, *, max_length: int = 128, batch_size: int = 8,
                       eval_batch_size: int = 32, max_eval: int | None = None, seed: int = 0) -> tuple[dict, dict]:
-    "({split: loader}, {split: rows}) for train/dev/test; dev and test are a fixed random `max_eval` subset when given."
-    if data.task.name == 'record': raise ValueError("task='record': ReCoRD needs candidate scoring, which mept_superglue does not do yet")
+    "({split: loader}, {split: rows}); dev/test are a fixed random `max_eval` subset of rows (ReCoRD: of queries); eval mode: test only."
     if not isinstance(max_length, int) or max_length <= prompt_len:
         raise ValueError(f"max_length={max_length!r} leaves no room for inputs after prompt_len={prompt_len}")
     for k, v in dict(batch_size=batch_size, eval_batch_size=eval_batch_size).items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k}={v!r}: expected an int >= 1")
-    loaders, rows = {}, {}
-    for split in ('train', 'dev', 'test'):
-        ex, rows[split] = data.examples(split, form=form), data.split(split)
-        if split != 'train':
-            keep = eval_subset(len(ex), max_eval).tolist()
-            ex, rows[split] = [ex[i] for i in keep], [rows[split][i] for i in keep]
-        ds = sg.SuperGlueDataset(ex, tokenizer, form, max_length=max_length, prompt_len=prompt_len)
+    loaders, rows = {}, {s: data.split(s) for s in ('train', 'dev', 'test')}
+    for split in (('test',) if data.mode == 'eval' else ('train', 'dev', 'test')):
+        if split != 'train': rows[split] = [rows[split][i] for i in eval_subset(len(rows[split]), max_eval).tolist()]
+        # ReCoRD: t2t trains on each gold answer and ranks a query's entities; cls makes one example per (query, candidate)
+        ex = sg.make_examples(data.task, rows[split], form=form, faithful=data.faithful, expand=split == 'train')
+        ds = sg.SuperGlueDataset(ex, tokenizer, form, max_length=max_length, prompt_len=prompt_len, rows=rows[split])
         loaders[split] = sg.make_loader(ds, batch_size=batch_size if split == 'train' else eval_batch_size, shuffle=split == 'train', seed=seed)
     return loaders, rows
 
@@ -548,19 +726,50 @@ def superglue_recipe(epochs: int = 6, lr: float = 0.003, weight_decay: float = 0
     return Recipe(epochs=epochs, max_steps=max_steps, lr=lr, weight_decay=weight_decay, optimizer='adafactor', warmup=0.06,
                   schedule='linear', schedule_unit='step', precision='fp32', compile=False)
 
-def evaluate_test(net: MEPTModel, loader, rows: list[dict], task, tokenizer, form: str, device=None) -> tuple[dict, list[int], object]:
-    "(test metrics (official SuperGLUE + `faithful_*` released-code metric + loss), predictions, routing recorder or None)."
-    cands = label_candidates(tokenizer, task) if form == 't2t' else None
+def evaluate_test(net: MEPTModel, loader, rows: list[dict], task, tokenizer, form: str, device=None,
+                  generate: bool = False) -> tuple[dict, list, object]:
+    "(test metrics (official + `faithful_*` released-code metric + loss), predictions (ReCoRD: entity strings), routing recorder or None)."
+    t = sg.get_task(task)
     with (net.record_routing() if net.moe_modules() else nullcontext()) as rec:
-        preds, _, loss = predict(net, loader, cands, device)
-    metrics = {f'test/{k}': v for k, v in sg.score_rows(task, rows, preds, 'superglue').items()}
-    metrics.update({f'test/faithful_{k}': v for k, v in sg.score_rows(task, rows, preds, 'faithful').items() if k != 'n'})
+        if t.name == 'record': preds, loss = record_predict(net, loader, tokenizer, device, generate=generate and form == 't2t')
+        else: preds, _, loss = predict(net, loader, label_candidates(tokenizer, t) if form == 't2t' else None, device)
+    metrics = {f'test/{k}': v for k, v in sg.score_rows(t, rows, preds, 'superglue').items()}
+    metrics.update({f'test/faithful_{k}': v for k, v in sg.score_rows(t, rows, preds, 'faithful').items() if k != 'n'})
     return {**metrics, 'test/loss': loss}, preds, rec
+
+# %% ../../nbs/08a_mept.ipynb #h2e002
+def routing_targets(task, rows: list[dict], preds: list, form: str) -> dict:
+    "`labels`, `preds`, `label_names`, `unit` for `pathways.save_routing`, one per router input in the order the test pass saw them."
+    t = sg.get_task(task)
+    if t.name != 'record': return dict(labels=[r['label'] for r in rows], preds=list(preds), label_names=list(t.label_names), unit='row')
+    if form == 'cls':      # the decoder sees one input per (query, candidate): label = candidate is gold, pred = candidate chosen
+        pairs = [(c, r['answers'], p) for i, (r, p) in enumerate(zip(rows, preds)) for c in sg.record_candidates(r, i)]
+        return dict(labels=[int(c in a) for c, a, _ in pairs], preds=[int(c == p) for c, _, p in pairs],
+                    label_names=['other entity', 'gold answer'], unit='pair')
+    # T5: the encoder, where the routers sit, sees each query once whatever the candidate; a query has no class
+    return dict(labels=[0] * len(rows), preds=[int(p in r['answers']) for r, p in zip(rows, preds)], label_names=['query'], unit='query')
 
 def majority_metrics(task, train_rows: list[dict], test_rows: list[dict]) -> dict:
     "The official metrics of always predicting the training split's most frequent label: the floor a method must beat."
     t = sg.get_task(task)
-    if t.name == 'record': return {}          # a span-selection task has no majority class
+    if t.name == 'record' or not train_rows: return {}   # a span-selection task has no majority class; eval mode has no train split
     labels = [r['label'] for r in train_rows]
     top = max(sorted(set(labels)), key=labels.count)
     return {f'test/majority_{k}': v for k, v in sg.score_rows(t, test_rows, [top] * len(test_rows), 'superglue').items() if k != 'n'}
+
+def load_for_eval(adapter, backbone: nn.Module, *, task=None, model: str | None = None, seed: int | None = None) -> MEPTModel:
+    "A trained adapter folder (a train run's `out_dir/adapter`) on `backbone`, frozen; checked against that run's result.json."
+    from pathlib import Path
+    from reprod.core import read_json
+    d = Path(adapter) if adapter not in (None, '') else None
+    if d is None or not d.is_dir():
+        raise FileNotFoundError(f"adapter={adapter!r}: expected the adapter/ folder a train run of mept_superglue wrote (out_dir/adapter)")
+    if (d.parent/'result.json').is_file():              # the run that wrote it: same task, model (and seed for random backbones)
+        was = read_json(d.parent/'result.json').get('config', {})
+        now = {'task': sg.get_task(task).name if task is not None else None, 'model': model,
+               'seed': seed if str(model).startswith('tiny-') else None}
+        if bad := [k for k, v in now.items() if v is not None and k in was and was[k] != v]:
+            raise ValueError(f"adapter={str(d)!r} was trained with " + ', '.join(f"{k}={was[k]!r}" for k in bad) + "; this run has "
+                             + ', '.join(f"{k}={now[k]!r}" for k in bad)
+                             + (" (a tiny backbone is random: it is rebuilt from model and seed)" if 'seed' in bad else ''))
+    return MEPTModel.from_pretrained(backbone, d)
