@@ -71,10 +71,13 @@ def plot_prompt_spectrum(model, layer: int = 0, title: str = ''):
 def _mean_over_seeds(df, keys, metric):
     d = df[(df['status'] == 'done')] if 'status' in df else df
     if metric not in d or not len(d): raise ValueError(f"no finished runs with metric {metric!r} to plot")
-    return d.groupby(keys)[metric].mean().reset_index()
+    g = d.groupby(keys)[metric]
+    # the spread over seeds travels with the mean: a curve that is flat within it should look flat
+    return g.mean().reset_index().assign(std=g.std().fillna(0).to_numpy(), n=g.size().to_numpy())
 
 def plot_alpha_curves(runs, metric: str = 'test/top1', paper=None, title: str = ''):
-    "Accuracy vs Fourier percentage per task (VFPT Fig. 2), averaged over seeds and any other swept parameter; `paper`: optional DataFrame(task, fourier_percentage, value)."
+    """Accuracy vs Fourier percentage per task (VFPT Fig. 2), averaged over seeds and any other swept parameter, with a
+    ±1 std band where a point has several runs; `paper`: optional DataFrame(task, fourier_percentage, value)."""
     m = _mean_over_seeds(runs, ['task', 'fourier_percentage'], metric)
     tasks = list(dict.fromkeys(m['task']))
     nc = min(len(tasks), 3); nr = -(-len(tasks) // nc)
@@ -83,7 +86,9 @@ def plot_alpha_curves(runs, metric: str = 'test/top1', paper=None, title: str = 
     for ax, t in zip(axes.flat, tasks):
         d = m[m['task'] == t].sort_values('fourier_percentage')
         x, y = 100 * d['fourier_percentage'].to_numpy(), d[metric].to_numpy()
-        ax.plot(x, y, 'o-', label='ours'); ax.plot(x[y.argmax()], y.max(), 'o', ms=13, mfc='none', mec='C3', label='best α')
+        ax.plot(x, y, 'o-', label='ours')
+        if (d['n'] > 1).any(): ax.fill_between(x, y - d['std'], y + d['std'], alpha=.2, color='C0', label='±1 std')
+        ax.plot(x[y.argmax()], y.max(), 'o', ms=13, mfc='none', mec='C3', label='best α')
         if paper is not None and len(pp := paper[paper['task'] == t].sort_values('fourier_percentage')):
             ax.plot(100 * pp['fourier_percentage'], pp['value'], 's--', color='gray', label='paper')
         ax.set(title=t, xlabel='Fourier percentage (%)', xticks=x); ax.grid(alpha=.3)

@@ -72,9 +72,12 @@ class Protocol:
     def plan(self, results: dict) -> list[Run]: raise NotImplementedError
     def summarize(self, df: pd.DataFrame) -> pd.DataFrame:
         "Mean ± std of `metric` over finished runs of the last stage, per task."
+        return self._mean_std(df, ['task'])
+    def _mean_std(self, df: pd.DataFrame, keys: list) -> pd.DataFrame:
         done = df[(df.status == 'done') & (df.stage == df.stage.iloc[-1])] if len(df) else df
-        if not len(done) or self.metric not in done: return pd.DataFrame(columns=['task', 'mean', 'std', 'n'])
-        g = done.groupby('task')[self.metric]
+        keys = [k for k in keys if k in done] or ['task']
+        if not len(done) or self.metric not in done: return pd.DataFrame(columns=[*keys, 'mean', 'std', 'n'])
+        g = done.groupby(keys)[self.metric]
         return pd.DataFrame({'mean': g.mean(), 'std': g.std(ddof=0), 'n': g.count()}).reset_index()
 
 @dataclass
@@ -120,6 +123,9 @@ class Grid(Protocol):
         keys = list(self.grid)
         return [Run(self.notebook, {**self.params, **dict(zip(keys, vals)), 'seed': s}, 'main', {**dict(zip(keys, vals)), 'seed': s})
                 for vals in itertools.product(*self.grid.values()) for s in self.seeds]
+    def summarize(self, df):
+        "Mean ± std of `metric` per grid point (every grid key but the seed: e.g. task × Fourier percentage × length)."
+        return self._mean_std(df, [k for k in self.grid if k != 'seed'])
 
 @dataclass
 class Ablation(Protocol):

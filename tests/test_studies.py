@@ -39,3 +39,10 @@ def test_fig_study_default_smoke_run(tmp_path):
     for f in ('results.csv', 'results.md', 'comparison.png', 'comparison.pdf', 'study.json'): assert (s/f).stat().st_size > 0, f
     assert studies.stale_tables(s) == []
     assert len(studies.study_runs(s)) == 4          # 2 methods x 2 seeds, final stage only
+
+
+def test_alpha_curve_regenerates_from_the_archived_sweep(tmp_path):
+    "Fig. 2 from the committed α sweep (a sweep without prompt lengths: no num_tokens column), the command in figures/README.md."
+    run_notebook('fig_vfpt_sweep', {'run_dir': str(FIG/'vfpt_eurosat_alpha'/'runs'/'alpha'), 'out_dir': str(tmp_path)})
+    for ext in ('png', 'pdf'): assert (tmp_path/f'fig2_accuracy_vs_fourier_percentage.{ext}').stat().st_size > 0
+    assert not list(tmp_path.glob('figS1_*'))      # one prompt length: no α × length map
