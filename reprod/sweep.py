@@ -78,7 +78,8 @@ class Protocol:
         keys = [k for k in keys if k in done] or ['task']
         if not len(done) or self.metric not in done: return pd.DataFrame(columns=[*keys, 'mean', 'std', 'n'])
         g = done.groupby(keys)[self.metric]
-        return pd.DataFrame({'mean': g.mean(), 'std': g.std(ddof=0), 'n': g.count()}).reset_index()
+        # sample std over seeds (NaN for one run), as reprod.paper.compare and the committed study tables report it
+        return pd.DataFrame({'mean': g.mean(), 'std': g.std(ddof=1), 'n': g.count()}).reset_index()
 
 @dataclass
 class SelectThenFinal(Protocol):
@@ -136,11 +137,11 @@ class Ablation(Protocol):
         return [Run(self.notebook, {**self.params, **c, 'seed': s}, 'main', {**(c or {'variant': 'default'}), 'seed': s})
                 for c in combos for s in self.seeds]
     def summarize(self, df):
-        done = df[df.status == 'done'] if len(df) else df
-        if not len(done) or self.metric not in done: return pd.DataFrame(columns=['variant', 'mean', 'std', 'n'])
-        var = done.apply(lambda r: ', '.join(f'{k}={r[k]}' for k in self.factors if k in r and pd.notna(r[k])) or 'default', axis=1)
-        g = done.assign(variant=var).groupby('variant')[self.metric]
-        return pd.DataFrame({'mean': g.mean(), 'std': g.std(ddof=0), 'n': g.count()}).reset_index()
+        "Mean ± std per variant: 'default', or the one factor changed (e.g. 'lam=0.8')."
+        # a factor column with gaps is float in the run table: top_k 5 reads back as 5.0, so whole numbers print as ints
+        fmt = lambda v: int(v) if isinstance(v, float) and v.is_integer() else v
+        var = [', '.join(f'{k}={fmt(r[k])}' for k in self.factors if k in r and pd.notna(r[k])) or 'default' for _, r in df.iterrows()]
+        return self._mean_std(df.assign(variant=var), ['variant'])
 
 # %% ../nbs/11_sweep.ipynb #07eb7c3c
 def _vfpt_task_params(tasks, benchmark):
