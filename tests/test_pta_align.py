@@ -1,5 +1,6 @@
 """PTA pairing + alignment against a plain-Python transcription of the released algorithm (benchmarks/pta_alignment.py),
-on tiny in-code tokenizers and on the real SmolLM2 / Gemma-3 tokenizers over a WikiText paragraph."""
+on tiny in-code tokenizers and on the real SmolLM2 / Gemma-3 tokenizers over a WikiText paragraph; the decoded token text
+(gate, map) and the co-occurrence vocabulary map on the real tokenizers."""
 import importlib.util
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from conftest import need
 from reprod.core import cache_root
 from reprod.models import tiny_tokenizer
 from reprod.pta.logits import TopKRow
-from reprod.pta.pairing import (build_vocab_map, min_ed_map, pair_id_arrays, space_marker, vocab_tokens)
+from reprod.pta.pairing import (build_vocab_map, co_occurrence_map, cooccurrence_counts, min_ed_map, pair_id_arrays, space_marker,
+                                token_strings, token_text, vocab_tokens)
+from reprod.pta.pipeline import used_vocab_map
 from reprod.pta.align import AlignConfig, align_doc, KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,8 +127,8 @@ def test_smollm2_gemma_vocab_map_and_alignment(real_toks, paragraph):
     for q, t in zip([st[i].replace('Ġ', '▁') for i in sample[2:]], m[2:]):
         d = [Levenshtein.distance(q, x) for x in tt]
         assert t == int(np.argmin(d))
-    # full map (cached) + faithful alignment on real tokenizers == the reference
-    vm = build_vocab_map(s, g, cache_dir=cache_root()/'vocabmap')
+    # the released full map (cached) + faithful alignment on real tokenizers == the reference
+    vm = build_vocab_map(s, g, cache_dir=cache_root()/'vocabmap', decoded=False)
     sid = s(paragraph, add_special_tokens=False)['input_ids']; tid = g(paragraph, add_special_tokens=False)['input_ids']
     srow = fake_row(len(s), sid, 10, 1); trow = fake_row(len(g), tid, 10, 2)
     out = align_doc(vm, srow, trow, AlignConfig(faithful=True))
@@ -153,3 +156,91 @@ def test_gpt2_tokenizer_files(shared_data):
     with pytest.raises(ValueError, match='source row: top-k width'):
         big = TopKRow(torch.tensor(ids), torch.zeros(len(ids), len(tok) + 1, dtype=torch.long), torch.zeros(len(ids), len(tok) + 1), 0.)
         align_doc(vm, big, fake_row(len(ts), tid, 10, 4))
+
+
+# ------------------------------------------------------------------------------------------- token text and co-occurrence map
+@pytest.fixture(scope='module')
+def article(shared_data):
+    "The first 2,500 characters of the first article: a heading, blank lines (' \\n'), an en dash, WikiText's <unk>."
+    text = need(shared_data/'text'/'wikitext2_valid.txt', 'WikiText-2 valid').read_text()
+    i = text.index(' = Homarus gammarus =')
+    return text[i:i + 2500]
+
+
+@pytest.fixture(scope='module')
+def paragraphs(shared_data):
+    from reprod.data.text import load_corpus
+    return load_corpus(str(need(shared_data/'text'/'wikitext2_valid.txt', 'WikiText-2 valid')), doc_split='paragraph', max_docs=40)
+
+
+def test_real_token_text(real_toks, article):
+    s, g = real_toks['smollm2'], real_toks['gemma3']
+    st, tt = vocab_tokens(s), vocab_tokens(g)
+    # the newline: byte-level 'Ċ', SentencePiece '\n' and its byte-fallback '<0x0A>' all spell '\n'; Gemma's 'Ċ' is a letter
+    assert token_text('Ċ', 'Ġ') == token_text('\n', '▁') == token_text('<0x0A>', '▁') == '\n' and token_text('Ċ', '▁') == 'Ċ'
+    assert 'Ċ' in tt and '\n' in tt and '<0x0A>' in tt
+    # decoding every piece of a tokenized article gives back the article (both families; '–' and newlines included)
+    for tok, m in ((s, 'Ġ'), (g, '▁')):
+        ids = tok(article, add_special_tokens=False)['input_ids']
+        assert ''.join(token_text(p, m) for p in token_strings(tok, ids)) == article
+    # the map: raw strings send SmolLM2's newline to Gemma's letter 'Ċ', decoded text to Gemma's newline piece
+    nl, dash = st.index('Ċ'), st.index('ĠâĢĵ')        # the article has ' \n' ('ĠĊ'), so add the bare newline
+    used = np.unique(s(article, add_special_tokens=False)['input_ids'] + [nl, dash])
+    raw, dec = used_vocab_map(s, g, used, decoded=False), used_vocab_map(s, g, used)
+    assert tt[raw.src_to_tgt[nl]] == 'Ċ' and tt[dec.src_to_tgt[nl]] == '\n'
+    assert tt[dec.src_to_tgt[dash]] == '▁–' and tt[raw.src_to_tgt[dash]] != '▁–'
+    # every source piece whose text Gemma spells maps to a piece with that text
+    hit = dec.src_text_hit[used] >= 0
+    assert hit.mean() > 0.9 and all(dec.tgt_text[dec.src_to_tgt[i]] == dec.src_text[i] for i in used[hit].tolist())
+    # the end of sequence, which ends every stored document: SmolLM2's '<|im_end|>' and Gemma's '<eos>' mean the same, and
+    # only the decoded map pairs them (both directions)
+    for a, b in ((s, g), (g, s)):
+        ea, eb = a.eos_token_id, b.eos_token_id
+        assert used_vocab_map(a, b, [ea]).src_to_tgt[ea] == eb and used_vocab_map(a, b, [ea], decoded=False).src_to_tgt[ea] != eb
+
+
+@pytest.mark.parametrize('src, tgt', [('smollm2', 'gemma3'), ('gemma3', 'smollm2')])
+def test_real_gate_decoded_vs_raw(real_toks, article, src, tgt):
+    "More positions pass the gate when it compares the pieces' text than when it compares raw strings (same pairing rule)."
+    s, t = real_toks[src], real_toks[tgt]
+    sid = s(article, add_special_tokens=False)['input_ids']; tid = t(article, add_special_tokens=False)['input_ids']
+    used = np.unique(sid)
+    srow, trow = fake_row(len(s), sid, 10, 1), fake_row(len(t), tid, 10, 2)
+    runs = {'decoded': align_doc(used_vocab_map(s, t, used), srow, trow, AlignConfig()),
+            'raw': align_doc(used_vocab_map(s, t, used, decoded=False), srow, trow, AlignConfig(token_text='raw'))}
+    fail = {k: (o.kind == KINDS.index('gate_fail')).float().mean().item() for k, o in runs.items()}
+    passed = {k: (o.kind >= KINDS.index('fuse')).float().mean().item() for k, o in runs.items()}
+    print(f'{src} -> {tgt}: gate fail {fail}, pass {passed}')
+    assert fail['decoded'] < fail['raw'] and passed['decoded'] > passed['raw'], (fail, passed)
+    faithful = align_doc(used_vocab_map(s, t, used, decoded=False), srow, trow, AlignConfig(faithful=True))
+    assert (runs['decoded'].kind == KINDS.index('gate_fail')).sum() < (faithful.kind == KINDS.index('gate_fail')).sum()
+
+
+@pytest.mark.parametrize('src, tgt, n_moved', [('smollm2', 'gemma3', 1), ('gemma3', 'smollm2', 5)])
+def test_real_co_occurrence_map(real_toks, paragraphs, src, tgt, n_moved):
+    """Over 40 WikiText-2 paragraphs co-occurrence moves some MinED choices to equally close targets (Gemma's vocabulary spells
+    almost every SmolLM2 piece, so that direction has few misses to refine)."""
+    s, g = real_toks[src], real_toks[tgt]
+    sseq = [s(p, add_special_tokens=False)['input_ids'] for p in paragraphs]; gseq = [g(p, add_special_tokens=False)['input_ids'] for p in paragraphs]
+    used = np.unique(np.concatenate(sseq))
+    vm = co_occurrence_map(s, g, paragraphs, used_ids=used)
+    m, base = vm.src_to_tgt, vm.min_ed
+    assert (np.delete(m, used) == -1).all() and (m[used] >= 0).all() and (m[used] < len(g)).all()
+    assert (base[used] == used_vocab_map(s, g, used).src_to_tgt[used]).all()            # it refines the MinED map
+    exact = vm.src_text_hit[used] >= 0
+    assert (m[used][exact] == base[used][exact]).all()                                   # exact hits are kept
+    moved = used[m[used] != base[used]]
+    print(f'{src} -> {tgt}: co-occurrence changed {len(moved)} of {len(used)} used ids ({(~exact).sum()} without an exact hit):',
+          [(vm.src_tokens[i], vm.tgt_tokens[base[i]], vm.tgt_tokens[m[i]]) for i in moved[:8].tolist()])
+    assert len(moved) >= n_moved
+    # each move: a target exactly as close as MinED's choice, with a strictly higher cosine between co-occurrence vectors
+    # over the exact-hit anchors (recomputed here densely), and it occurs in Gemma's tokenization of the corpus
+    a_s, a_t = used[exact], m[used][exact]
+    Cs, Ct = cooccurrence_counts(sseq, len(s)).tocsc()[:, a_s].tocsr(), cooccurrence_counts(gseq, len(g)).tocsc()[:, a_t].tocsr()
+    occurs = set(np.concatenate(gseq).tolist())
+    cos = lambda x, y: float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))) if np.linalg.norm(x) * np.linalg.norm(y) > 0 else 0.
+    for i in moved.tolist():
+        d = lambda t: Levenshtein.distance(vm.src_text[i], vm.tgt_text[t])
+        assert d(m[i]) == d(base[i]) and m[i] in occurs
+        x = Cs[i].toarray().ravel()
+        assert cos(x, Ct[m[i]].toarray().ravel()) > cos(x, Ct[base[i]].toarray().ravel())

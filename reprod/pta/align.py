@@ -16,14 +16,15 @@ from ..core import get_device
 from .pairing import VocabMap, Pairing, pair_id_arrays, check_related, UNRELATED_COST
 
 # %% auto #0
-__all__ = ['SOLVERS', 'COST_STRIPS', 'ASSIGNS', 'KINDS', 'AlignConfig', 'sinkhorn', 'assign_masses', 'transport', 'ot_costs',
-           'AlignedDoc', 'source_positions', 'align_doc', 'align_stores']
+__all__ = ['SOLVERS', 'COST_STRIPS', 'ASSIGNS', 'KINDS', 'TOKEN_TEXTS', 'AlignConfig', 'sinkhorn', 'assign_masses', 'transport',
+           'ot_costs', 'AlignedDoc', 'source_positions', 'doc_pairing', 'align_doc', 'align_stores']
 
 # %% ../../nbs/09c_pta.align.ipynb #497eac15
 SOLVERS = ('sinkhorn', 'sinkhorn_rowsum', 'pot_sinkhorn', 'pot_emd')
 COST_STRIPS = ('target_marker', 'source_marker')
 ASSIGNS = ('row_max', 'row_sum', 'full_plan')
 KINDS = ('many_to_one', 'gate_fail', 'fuse', 'ot', 'last_target', 'ot_rejected')
+TOKEN_TEXTS = ('decoded', 'raw')
 
 @dataclass
 class AlignConfig:
@@ -41,15 +42,17 @@ class AlignConfig:
     temperature: float = 1.0
     device: str = 'cpu'
     dtype: torch.dtype = torch.float64
+    token_text: str = 'decoded'      # pairing, gate and OT costs on the pieces' text ('decoded') or raw strings ('raw', released)
     transport: bool = True           # False: FuseLLM's alignment (the mapped source top-k, never optimal transport)
     faithful: bool = False           # True: the released code's choices (right-hand column of the table above)
 
     def __post_init__(self):
         if self.faithful:
-            self.solver, self.cost_strip, self.mass_to_prob, self.fallback, self.pair_on = 'sinkhorn_rowsum', 'source_marker', 'softmax', 'current', 'current'
+            (self.solver, self.cost_strip, self.mass_to_prob, self.fallback, self.pair_on,
+             self.token_text) = 'sinkhorn_rowsum', 'source_marker', 'softmax', 'current', 'current', 'raw'
         for nm, val, ok in (('solver', self.solver, SOLVERS), ('assign', self.assign, ASSIGNS), ('cost_strip', self.cost_strip, COST_STRIPS),
                             ('mass_to_prob', self.mass_to_prob, ('normalize', 'softmax')), ('fallback', self.fallback, ('next', 'current')),
-                            ('pair_on', self.pair_on, ('next', 'current'))):
+                            ('pair_on', self.pair_on, ('next', 'current')), ('token_text', self.token_text, TOKEN_TEXTS)):
             if val not in ok: raise ValueError(f"AlignConfig {nm}={val!r}: expected one of {ok}")
         for nm in ('window', 'max_iter'):      # bool is an int subclass: True would silently mean 1
             v = getattr(self, nm)
@@ -262,9 +265,13 @@ def _lev_pairs(fa, oa, fb, ob, ia, ib):
                 out[p, x, y] = row[lt]
     return out
 
-def ot_costs(vmap: VocabMap, row_ids: np.ndarray, col_ids: np.ndarray, cost_strip: str = 'target_marker') -> np.ndarray:
+def ot_costs(vmap: VocabMap, row_ids: np.ndarray, col_ids: np.ndarray, cost_strip: str = 'target_marker', decoded: bool = False) -> np.ndarray:
     """Levenshtein costs [P, n, m] between target-vocab strings: rows `row_ids` [P, n] (mapped source tokens), columns `col_ids`
-    [P, m] (target top-k). Columns lose the target marker; rows lose the target marker ('target_marker') or the source marker ('source_marker')."""
+    [P, m] (target top-k). Columns lose the target marker; rows lose the target marker ('target_marker') or the source marker ('source_marker').
+    `decoded`: on the pieces' text (`VocabMap.tgt_text`), where both markers are a space; 'source_marker' then strips nothing from rows."""
+    if decoded:
+        fb, ob = vmap.tgt_codes(' ', True); fa, oa = vmap.tgt_codes('' if cost_strip == 'source_marker' else ' ', True)
+        return _lev_pairs(fa, oa, fb, ob, np.asarray(row_ids, np.int64), np.asarray(col_ids, np.int64))
     fb, ob = vmap.tgt_codes(vmap.tgt_marker)
     fa, oa = vmap.tgt_codes(vmap.src_marker if cost_strip == 'source_marker' else vmap.tgt_marker)
     return _lev_pairs(fa, oa, fb, ob, np.asarray(row_ids, np.int64), np.asarray(col_ids, np.int64))
@@ -305,13 +312,24 @@ def source_positions(oto: np.ndarray, n_tgt: int, pair_on: str = 'next') -> tupl
     cmp_s = np.append(oto[1:], -1)
     return np.where(cmp_s >= 1, cmp_s - 1, -1), cmp_s, np.minimum(t + 1, n_tgt - 1)
 
+def doc_pairing(vmap: VocabMap, s_in, t_in, token_text: str = 'decoded') -> Pairing:
+    "The DTW pairing `align_doc` uses: on the pieces' text (space stripped) or on the raw strings (markers stripped, released)."
+    if token_text == 'decoded': return pair_id_arrays(s_in, t_in, vmap.src_text, vmap.tgt_text, ' ', ' ')
+    return pair_id_arrays(s_in, t_in, vmap.src_tokens, vmap.tgt_tokens, vmap.src_marker, vmap.tgt_marker)
+
 def _gate(vmap: VocabMap, s_in, t_in, oto, cfg: AlignConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(spos, single, gate): the gate passes where the compared target token equals the source token (marker replaced)
-    or its MinED image; both are string equalities, i.e. canonical target ids: s2t[source id] == canon[target id]."""
+    or its MinED image; both are string equalities, i.e. canonical target ids: s2t[source id] == canon[target id].
+    With `token_text='decoded'` the equalities are on the pieces' text: the target token spells the same text as the source
+    token or as its image under the map (`text_canon`, `src_text_hit`), whichever way the map was built."""
     spos, cmp_s, cmp_t = source_positions(oto, len(t_in), cfg.pair_on)
-    s2t, canon, single = vmap.src_to_tgt, vmap.tgt_canon, spos >= 0
+    s2t, single = vmap.src_to_tgt, spos >= 0
     gate = np.zeros(len(t_in), bool)
-    gate[single] = s2t[s_in[cmp_s[single]]] == canon[t_in[cmp_t[single]]]
+    a = s_in[cmp_s[single]]
+    if cfg.token_text == 'decoded':
+        canon = vmap.text_canon; b = canon[t_in[cmp_t[single]]]; img = s2t[a]
+        gate[single] = (np.where(img >= 0, canon[np.maximum(img, 0)], -1) == b) | (vmap.src_text_hit[a] == b)
+    else: gate[single] = s2t[a] == vmap.tgt_canon[t_in[cmp_t[single]]]
     sm, tm = vmap.src_marker, vmap.tgt_marker
     if cfg.pair_on == 'current' and single[0] and sm == 'Ġ' and tm:   # the released MPT first-token rule (byte-level source)
         blend, base = vmap.replaced(vmap.src_tokens[s_in[oto[0]]]), vmap.tgt_tokens[t_in[0]]
@@ -336,7 +354,7 @@ def _fuse_transfer(vmap: VocabMap, src_k: np.ndarray, src_logits: np.ndarray) ->
 def _transport_rows(vmap: VocabMap, cfg: AlignConfig, rows_ids, tcols, sl, tl) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     "(mass [P, w], support [P, w], sweeps [P]) of the OT problems between mapped source ids `rows_ids` and target top-k `tcols`."
     w, dev = cfg.window, get_device(cfg.device)
-    cost = ot_costs(vmap, rows_ids, tcols, cfg.cost_strip)
+    cost = ot_costs(vmap, rows_ids, tcols, cfg.cost_strip, cfg.token_text == 'decoded')
     if dev.type == 'cpu' and cfg.solver in ('sinkhorn', 'sinkhorn_rowsum'):
         # CPU: numpy + the compiled loops only; tiny torch ops would pay thread-pool overhead (ms each on a busy machine)
         r, c = _np_softmax(sl)[:, :w], _np_softmax(tl)[:, :w]
@@ -375,7 +393,7 @@ def align_doc(vmap: VocabMap, src_row, tgt_row, cfg: AlignConfig | None = None, 
     s_top = np.asarray(src_row.topk_ids, np.int64); s_log = np.asarray(src_row.topk_logits, np.float64)
     t_top = np.asarray(tgt_row.topk_ids, np.int64); t_log = np.asarray(tgt_row.topk_logits, np.float64)
     k, kt, w, N = s_top.shape[1], t_top.shape[1], cfg.window, len(t_in)
-    if pairing is None: pairing = pair_id_arrays(s_in, t_in, vmap.src_tokens, vmap.tgt_tokens, vmap.src_marker, vmap.tgt_marker)
+    if pairing is None: pairing = doc_pairing(vmap, s_in, t_in, cfg.token_text)
     if (pairing.n_src, pairing.n_tgt) != (len(s_in), N): raise ValueError(f"pairing is {pairing.n_src}x{pairing.n_tgt}, documents are {len(s_in)}x{N}")
     related = check_related(pairing, doc, unrelated_cost)      # warns (naming `doc`) when the two sides look like different texts
     K = max(k, w)

@@ -20,17 +20,19 @@ from ..engine import fit
 from ..figures import save_figure
 from ..models import create_lm, load_tokenizer
 from .logits import TopKConfig, TopKStore, extract_topk
-from .pairing import VocabMap, build_vocab_map, min_ed_map, pair_id_arrays, space_marker, vocab_tokens
-from .align import AlignConfig, KINDS, align_doc, align_stores, assign_masses, ot_costs, source_positions, transport
+from .pairing import VocabMap, build_vocab_map, co_occurrence_map, map_end_of_text, min_ed_map, space_marker, vocab_tokens
+from .align import AlignConfig, KINDS, align_doc, align_stores, assign_masses, doc_pairing, ot_costs, source_positions, transport
 from .fusion import FUSIONS, FUSION_ALIASES, fused_projection, plot_projection, plot_transport_plan, topk_teacher
 from .train import FusionData, PTADataset, build_fusion_data, collate_pta, perplexity, pta_dataloader, pta_eval_fn, pta_loss_fn, pta_recipe
 
 # %% auto #0
-__all__ = ['METHODS', 'PTAConfig', 'used_source_ids', 'used_vocab_map', 'ot_example', 'projection_sets', 'adds_bos',
-           'run_pipeline', 'pipeline_figures', 'run_summary', 'write_outputs', 'zero2_accelerate_config', 'run_fusion']
+__all__ = ['METHODS', 'VOCAB_MAPPINGS', 'PTAConfig', 'used_source_ids', 'used_vocab_map', 'ot_example', 'projection_sets',
+           'adds_bos', 'run_pipeline', 'pipeline_figures', 'run_summary', 'write_outputs', 'zero2_accelerate_config',
+           'run_fusion']
 
 # %% ../../nbs/09f_pta.pipeline.ipynb #5f3fc308
 METHODS = ('pta', 'fusellm', 'clm', 'none')
+VOCAB_MAPPINGS = ('min_ed', 'co_occurrence')
 
 # %% ../../nbs/09f_pta.pipeline.ipynb #7009f75d
 @dataclass
@@ -62,7 +64,9 @@ class PTAConfig:
     pack: bool = True
     add_bos: bool | str = False        # False (released: no BOS), True, or 'auto': BOS for models whose tokenizer adds one
     temperature: float = 1.0
-    vocab_map: str = 'used'            # 'used' | 'full'
+    vocab_map: str = 'used'            # 'used' | 'full': which source ids the map covers
+    vocab_mapping: str = 'min_ed'      # 'min_ed' | 'co_occurrence' (MinED ties broken by co-occurrence on the fusion corpus)
+    cooc_window: int = 5               # co-occurrence window (FuseLLM's default 5)
     eval_blocks: int = 16
     n_projection: int = 200
     shard_size: int = 64
@@ -83,6 +87,9 @@ class PTAConfig:
         if not isinstance(self.seq_len, int) or self.seq_len < 8: raise ValueError(f"seq_len={self.seq_len!r}: expected an int >= 8")
         if not isinstance(self.top_k, int) or self.top_k < 1: raise ValueError(f"top_k={self.top_k!r}: expected an int >= 1")
         if self.vocab_map not in ('used', 'full'): raise ValueError(f"vocab_map={self.vocab_map!r}: expected 'used' or 'full'")
+        if self.vocab_mapping not in VOCAB_MAPPINGS: raise ValueError(f"vocab_mapping={self.vocab_mapping!r}: expected one of {', '.join(VOCAB_MAPPINGS)}")
+        if not (isinstance(self.cooc_window, int) and not isinstance(self.cooc_window, bool) and self.cooc_window >= 1):
+            raise ValueError(f"cooc_window={self.cooc_window!r}: expected an int >= 1")
         if not isinstance(self.steps, int) or self.steps < 0: raise ValueError(f"steps={self.steps!r}: expected an int >= 0")
         if self.add_bos not in (False, True, 'auto'): raise ValueError(f"add_bos={self.add_bos!r}: expected False, True or 'auto'")
 
@@ -115,15 +122,21 @@ def used_source_ids(store) -> np.ndarray:
         seen.update(torch.unique(t['input_ids']).tolist()); seen.update(torch.unique(t['topk_ids']).tolist())
     return np.array(sorted(seen), np.int64)
 
-def used_vocab_map(src_tok, tgt_tok, used_ids):
-    "The MinED `VocabMap` (reprod.pta.pairing) computed only for the source ids `used_ids` (−1 elsewhere)."
+def used_vocab_map(src_tok, tgt_tok, used_ids, decoded: bool = True, mapping: str = 'min_ed', src_seqs=None, tgt_seqs=None,
+                   window: int = 5, faithful: bool = False):
+    """The `VocabMap` (reprod.pta.pairing) computed only for the source ids `used_ids` (−1 elsewhere): MinED, or with
+    `mapping='co_occurrence'` MinED refined by co-occurrence counts over the id sequences `src_seqs`/`tgt_seqs`."""
     st, tt = vocab_tokens(src_tok), vocab_tokens(tgt_tok)
     sm, tm = space_marker(st), space_marker(tt)
     used = np.asarray(used_ids, np.int64)
     if used.size and (used.min() < 0 or used.max() >= len(st)): raise ValueError(f"used ids outside the source vocabulary [0, {len(st)})")
+    if mapping == 'co_occurrence':
+        return co_occurrence_map(src_tok, tgt_tok, window=window, src_seqs=src_seqs, tgt_seqs=tgt_seqs, used_ids=used, decoded=decoded, faithful=faithful)
+    if mapping != 'min_ed': raise ValueError(f"mapping={mapping!r}: expected 'min_ed' or 'co_occurrence'")
     s2t = np.full(len(st), -1, np.int64)
-    s2t[used] = min_ed_map([st[i] for i in used.tolist()], tt, sm, tm)
-    return VocabMap(s2t, sm, tm, st, tt)
+    s2t[used] = min_ed_map([st[i] for i in used.tolist()], tt, sm, tm, decoded=decoded)
+    if decoded: map_end_of_text(s2t, src_tok, tgt_tok)
+    return VocabMap(s2t, sm, tm, st, tt, decoded)
 
 # %% ../../nbs/09f_pta.pipeline.ipynb #817479dc
 def ot_example(vm, src_row, tgt_row, cfg=None, doc_pos: int | None = None, pick: str = 'overlap') -> dict | None:
@@ -136,7 +149,7 @@ def ot_example(vm, src_row, tgt_row, cfg=None, doc_pos: int | None = None, pick:
     if not ot_pos: return None
     if pick not in ('first', 'overlap'): raise ValueError(f"pick={pick!r}: expected 'first' or 'overlap'")
     s_in, t_in = np.asarray(src_row.input_ids, np.int64), np.asarray(tgt_row.input_ids, np.int64)
-    pr = pair_id_arrays(s_in, t_in, vm.src_tokens, vm.tgt_tokens, vm.src_marker, vm.tgt_marker)
+    pr = doc_pairing(vm, s_in, t_in, cfg.token_text)
     spos, _, _ = source_positions(pr.one_to_one, len(t_in), cfg.pair_on)
     w = cfg.window
     if doc_pos is None and pick == 'overlap':
@@ -154,7 +167,7 @@ def ot_example(vm, src_row, tgt_row, cfg=None, doc_pos: int | None = None, pick:
     keep = [a for a in range(len(mapped)) if mapped[a] not in mapped[:a]][:w]      # first occurrences, rank order
     t_ids = np.asarray(tgt_row.topk_ids[i], np.int64)[:w]
     t_log = torch.as_tensor(np.asarray(tgt_row.topk_logits[i], np.float64))
-    cost = torch.as_tensor(ot_costs(vm, mapped[keep][None], t_ids[None], cfg.cost_strip), dtype=torch.float64)
+    cost = torch.as_tensor(ot_costs(vm, mapped[keep][None], t_ids[None], cfg.cost_strip, cfg.token_text == 'decoded'), dtype=torch.float64)
     r, c = torch.softmax(s_log, 0)[:w][None], torch.softmax(t_log, 0)[:w][None]     # as align_doc: the first w of the softmax over all k
     if cfg.solver != 'compat': r, c = r / r.sum(), c / c.sum()
     plan, iters = transport(cost, r, c, cfg)
@@ -181,7 +194,7 @@ def projection_sets(vm, src_store, tgt_store, cfg=None, max_positions: int = 200
         out = align_doc(vm, s, t, cfg)
         pos = torch.nonzero(out.kind == KINDS.index('ot')).flatten()[:max_positions - n]
         if not len(pos): continue
-        pr = pair_id_arrays(np.asarray(s.input_ids, np.int64), np.asarray(t.input_ids, np.int64), vm.src_tokens, vm.tgt_tokens, vm.src_marker, vm.tgt_marker)
+        pr = doc_pairing(vm, np.asarray(s.input_ids, np.int64), np.asarray(t.input_ids, np.int64), cfg.token_text)
         spos = torch.as_tensor(source_positions(pr.one_to_one, len(t.input_ids), cfg.pair_on)[0])[pos]
         for name, (i_, p_) in (('target', topk_teacher(t.topk_ids[pos], t.topk_logits[pos], temperature)),
                                ('FuseLLM', (torch.as_tensor(vm.src_to_tgt[s.topk_ids[spos].long().numpy()]), torch.softmax(s.topk_logits[spos].float() / temperature, -1))),
@@ -208,7 +221,7 @@ def _flatten_stats(prefix: str, d: dict) -> dict:
 def _identity(cfg: PTAConfig) -> str:
     "Hash of the settings that determine the fusion data (so changed settings never reuse stale files)."
     keys = ('target', 'sources', 'corpus', 'max_docs', 'doc_split', 'seq_len', 'split_tokens', 'top_k', 'window', 'ot_solver',
-            'reg', 'tol', 'faithful', 'temperature', 'vocab_map', 'add_bos', 'method')
+            'reg', 'tol', 'faithful', 'temperature', 'vocab_map', 'vocab_mapping', 'cooc_window', 'add_bos', 'method')
     return hashlib.sha256(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 def _extract_all(cfg: PTAConfig, docs, toks: dict, work: Path, device, rank: int, world: int, barrier, progress: bool, T: dict):
@@ -236,9 +249,16 @@ def _align_all(cfg: PTAConfig, stores: dict, toks: dict, work: Path, main_proc: 
     tgt_store, tgt_tok, tm = stores[cfg.target], toks[cfg.target], Timer()
     sources = [s for s in cfg.sources if s in stores]
     fd_path = work/f"fusion-{tgt_store.identity['corpus_fingerprint'][:10]}-{_identity(cfg)}.safetensors"
-    with tm:
-        vms = {s: used_vocab_map(toks[s], tgt_tok, used_source_ids(stores[s])) if cfg.vocab_map == 'used'
-                  else build_vocab_map(toks[s], tgt_tok, cache_dir=work/'vocabmap') for s in sources}
+    dec = not cfg.faithful                     # released: MinED on the raw (marker-swapped) strings
+    def vmap(s):
+        if cfg.vocab_mapping == 'co_occurrence':   # counts over the fusion corpus, as both models tokenized it
+            seqs = {n: [stores[n][d].input_ids.numpy() for d in range(len(stores[n]))] for n in (s, cfg.target)}
+            kw = dict(src_seqs=seqs[s], tgt_seqs=seqs[cfg.target], window=cfg.cooc_window, decoded=dec, faithful=cfg.faithful)
+            if cfg.vocab_map == 'used': return used_vocab_map(toks[s], tgt_tok, used_source_ids(stores[s]), mapping='co_occurrence', **kw)
+            return co_occurrence_map(toks[s], tgt_tok, **kw)
+        if cfg.vocab_map == 'used': return used_vocab_map(toks[s], tgt_tok, used_source_ids(stores[s]), decoded=dec)
+        return build_vocab_map(toks[s], tgt_tok, cache_dir=work/'vocabmap', decoded=dec)
+    with tm: vms = {s: vmap(s) for s in sources}
     T['vocab_map_s'] = tm.s
     align_stats = {}
     with tm:
@@ -246,6 +266,7 @@ def _align_all(cfg: PTAConfig, stores: dict, toks: dict, work: Path, main_proc: 
             aligned = []
             for s in sources:
                 ids_l, probs_l, st = align_stores(vms[s], stores[s], tgt_store, cfg.align_config(), progress=progress)
+                if vms[s].min_ed is not None: st['vocab_refined'] = int((vms[s].src_to_tgt != vms[s].min_ed).sum())   # ids co-occurrence moved
                 aligned.append((ids_l, probs_l)); align_stats[s] = st
             fd = build_fusion_data(tgt_store, aligned, [stores[s].ces for s in sources], names=sources, temperature=cfg.temperature)
             fd.save(fd_path); atomic_write_json(fd_path.with_suffix('.stats.json'), align_stats)
