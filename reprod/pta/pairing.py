@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import numba
 import scipy.sparse as sp
+from fastcore.basics import patch
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
@@ -262,38 +263,6 @@ class VocabMap:
         "For each target id, the lowest id with the same string (string equality as an id comparison)."
         return self._cached('canon', lambda: _first_ids(self.tgt_tokens, np.arange(self.tgt_vocab_size)))
 
-    @property
-    def src_text(self) -> list: return self._cached('src_text', lambda: decoded_tokens(self.src_tokens, self.src_marker))
-    @property
-    def tgt_text(self) -> list: return self._cached('tgt_text', lambda: decoded_tokens(self.tgt_tokens, self.tgt_marker))
-
-    @property
-    def tgt_order(self) -> np.ndarray:
-        "Target ids in the order ties are broken on decoded text: ordinary pieces before byte-fallback pieces, then by id."
-        return self._cached('order', lambda: np.argsort(byte_fallback_mask(self.tgt_tokens, self.tgt_marker), kind='stable'))
-
-    @property
-    def text_canon(self) -> np.ndarray:
-        "For each target id, the first id in `tgt_order` with the same text (text equality as an id comparison)."
-        return self._cached('text_canon', lambda: _first_ids(self.tgt_text, self.tgt_order))
-
-    @property
-    def src_text_hit(self) -> np.ndarray:
-        "For each source id, the target id (first in `tgt_order`) spelling the same text, −1 where none does."
-        def make():
-            first = {self.tgt_text[i]: i for i in self.tgt_order[::-1].tolist()}
-            return np.array([first.get(t, -1) for t in self.src_text], np.int64)
-        return self._cached('src_text_hit', make)
-
-    def tgt_codes(self, strip: str = '', decoded: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        "The target vocabulary (or its text) with `strip` removed, as concatenated code points (int32) and offsets [V+1] (cached)."
-        def make():
-            toks = strip_marker(self.tgt_text if decoded else self.tgt_tokens, strip)
-            lens = np.fromiter((len(t) for t in toks), np.int64, len(toks))
-            flat = np.frombuffer(''.join(toks).encode('utf-32-le', 'surrogatepass'), np.uint32).astype(np.int32)
-            return flat, np.concatenate([[0], np.cumsum(lens)])
-        return self._cached(('codes', strip, decoded), make)
-
     def __repr__(self):
         return (f"VocabMap({self.src_vocab_size} -> {self.tgt_vocab_size}, markers {self.src_marker!r} -> {self.tgt_marker!r}, "
                 f"{self.method}{' on decoded text' if self.decoded else ''})")
@@ -313,6 +282,47 @@ def _first_ids(strings: Sequence[str], order: np.ndarray) -> np.ndarray:
     first = {}
     for i in order.tolist(): first.setdefault(strings[i], i)
     return np.array([first[s] for s in strings], np.int64)
+
+# %% ../../nbs/09b_pta.pairing.ipynb #b3t0000a
+# The text side of the map (decoded token text, above): what the default gate and OT costs compare, computed on first use.
+@patch(as_prop=True)
+def src_text(self: VocabMap) -> list:
+    "`token_text` of every source piece."
+    return self._cached('src_text', lambda: decoded_tokens(self.src_tokens, self.src_marker))
+
+@patch(as_prop=True)
+def tgt_text(self: VocabMap) -> list:
+    "`token_text` of every target piece."
+    return self._cached('tgt_text', lambda: decoded_tokens(self.tgt_tokens, self.tgt_marker))
+
+@patch(as_prop=True)
+def tgt_order(self: VocabMap) -> np.ndarray:
+    "Target ids in the order ties are broken on decoded text: ordinary pieces before byte-fallback pieces, then by id."
+    return self._cached('order', lambda: np.argsort(byte_fallback_mask(self.tgt_tokens, self.tgt_marker), kind='stable'))
+
+@patch(as_prop=True)
+def text_canon(self: VocabMap) -> np.ndarray:
+    "For each target id, the first id in `tgt_order` with the same text (text equality as an id comparison)."
+    return self._cached('text_canon', lambda: _first_ids(self.tgt_text, self.tgt_order))
+
+@patch(as_prop=True)
+def src_text_hit(self: VocabMap) -> np.ndarray:
+    "For each source id, the target id (first in `tgt_order`) spelling the same text, −1 where none does."
+    def make():
+        first = {self.tgt_text[i]: i for i in self.tgt_order[::-1].tolist()}
+        return np.array([first.get(t, -1) for t in self.src_text], np.int64)
+    return self._cached('src_text_hit', make)
+
+@patch
+def tgt_codes(self: VocabMap, strip: str = '', decoded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    "The target vocabulary (or its text) with `strip` removed, as concatenated code points (int32) and offsets [V+1] (cached)."
+    def make():
+        toks = strip_marker(self.tgt_text if decoded else self.tgt_tokens, strip)
+        lens = np.fromiter((len(t) for t in toks), np.int64, len(toks))
+        flat = np.frombuffer(''.join(toks).encode('utf-32-le', 'surrogatepass'), np.uint32).astype(np.int32)
+        return flat, np.concatenate([[0], np.cumsum(lens)])
+    return self._cached(('codes', strip, decoded), make)
+
 
 # %% ../../nbs/09b_pta.pairing.ipynb #7a90876e
 def _map_strings(src_tokens, tgt_tokens, src_marker, tgt_marker, decoded):
@@ -354,6 +364,8 @@ def min_ed_map(src_tokens: Sequence[str], tgt_tokens: Sequence[str], src_marker:
     with the source marker replaced by the target marker (released), or with `decoded=True` on the pieces' text."""
     return min_ed_candidates(src_tokens, tgt_tokens, src_marker, tgt_marker, decoded, False, workers, chunk)[0]
 
+
+# %% ../../nbs/09b_pta.pairing.ipynb #b3t0000b
 def _fingerprint(tokens: Sequence[str], marker: str) -> str:
     return hashlib.sha256(json.dumps([marker, list(tokens)]).encode()).hexdigest()[:16]
 

@@ -244,6 +244,8 @@ def _extract_all(cfg: PTAConfig, docs, toks: dict, work: Path, device, rank: int
         if n != cfg.target: del model
     return stores, model
 
+
+# %% ../../nbs/09f_pta.pipeline.ipynb #e4f0000a
 def _align_all(cfg: PTAConfig, stores: dict, toks: dict, work: Path, main_proc: bool, barrier, progress: bool, T: dict):
     "(fusion data, alignment statistics per source, vocabulary maps): rank 0 aligns and saves, the other ranks load."
     tgt_store, tgt_tok, tm = stores[cfg.target], toks[cfg.target], Timer()
