@@ -93,3 +93,18 @@ def test_peft_pairs_compute_the_same_loss(kind):
     assert abs(losses[0][0] - losses[1][0]) <= 1e-6, losses
     assert abs(losses[0][1] - losses[1][1]) <= 1e-5, losses        # after one identical AdamW step
     assert losses[0][1] != losses[0][0]                              # the step did change the model
+
+
+def test_pta_gate_share_on_tiny_stores(tmp_path, capsys):
+    "benchmarks/pta_gate_share.py on two tiny models' real top-k stores: the three comparisons and the ratio are reported."
+    from reprod.data.text import embedded_corpus
+    from reprod.models import create_lm
+    from reprod.pta.logits import TopKConfig, extract_topk
+    docs = [d[:150] for d in embedded_corpus()]
+    for name, folder in (('tiny-bpe', 'src'), ('tiny-sp', 'tgt')):
+        model, tok = create_lm(name)
+        extract_topk(model, tok, docs, tmp_path/folder, TopKConfig(k=10, shard_size=4), progress=False)
+    _load('pta_gate_share').main(['--source', 'tiny-bpe', '--target', 'tiny-sp', '--source-store', str(tmp_path/'src'),
+                                  '--target-store', str(tmp_path/'tgt')])
+    out = capsys.readouterr().out
+    for row in ('| raw strings |', '| faithful=True |', '| decoded text (default) |', 'RATIO gate failures decoded / raw'): assert row in out, out
